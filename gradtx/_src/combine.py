@@ -1,0 +1,164 @@
+"""Composition: chains of transforms, and transforms applied to parts of a tree.
+
+``chain`` and ``named_chain`` run transforms one after another; ``masked`` applies a
+transform only where a boolean mask is True; ``partition`` gives each labelled group of
+params its own transform (Optax's ``partition``/``multi_transform``, torch's param groups).
+Members may be plain Optax transforms: extra arguments reach each member only if its
+``update`` accepts them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union
+
+import jax
+
+from gradtx._src import base
+
+MaskOrFn = Union[base.PyTree, Callable[[base.Params], base.PyTree]]
+
+
+def chain(*transforms: base.GradientTransformation) -> base.GradientTransformation:
+  """Applies ``transforms`` in sequence; the state is the tuple of their states."""
+
+  def init(params):
+    return tuple(tx.init(params) for tx in transforms)
+
+  def update(updates, state, params=None, **extra_args):
+    if len(state) != len(transforms):
+      raise ValueError(f"chain: the state holds {len(state)} members but the chain has "
+                       f"{len(transforms)} transforms; was it made by another chain?")
+    new_state = []
+    for tx, s in zip(transforms, state):
+      updates, s = base.call_update(tx, updates, s, params, extra_args)
+      new_state.append(s)
+    return updates, tuple(new_state)
+
+  return base.GradientTransformation(init, update)
+
+
+def named_chain(*transforms: tuple[str, base.GradientTransformation]
+                ) -> base.GradientTransformation:
+  """Like :func:`chain`, with each member named; the state is a dict by name."""
+  names = [name for name, _ in transforms]
+  if len(set(names)) != len(names):
+    raise ValueError(f"named_chain: names must be unique, got {names}")
+
+  def init(params):
+    return {name: tx.init(params) for name, tx in transforms}
+
+  def update(updates, state, params=None, **extra_args):
+    new_state = {}
+    for name, tx in transforms:
+      updates, new_state[name] = base.call_update(tx, updates, state[name], params,
+                                                  extra_args)
+    return updates, new_state
+
+  return base.GradientTransformation(init, update)
+
+
+class MaskedNode(NamedTuple):
+  """Stands in for a masked-out part of a tree: a node without leaves."""
+
+
+class MaskedState(NamedTuple):
+  inner_state: Any
+
+
+def _mask_tree(pytree: base.PyTree, mask: base.PyTree) -> base.PyTree:
+  """Replaces the parts of ``pytree`` where ``mask`` (a prefix tree) is False."""
+  return jax.tree.map(lambda m, p: p if m else MaskedNode(), mask, pytree)
+
+
+def masked(inner: base.GradientTransformation, mask: MaskOrFn) -> base.GradientTransformation:
+  """Applies ``inner`` only where ``mask`` is True; elsewhere updates pass through.
+
+  Args:
+    inner: the transform to apply to the selected leaves; it keeps state only for them.
+    mask: a tree of booleans with the structure of the params (or a prefix of it), or a
+      function of the params (of the updates, in ``update``) that returns one. The mask
+      must be static for the step to be jit-compilable.
+  """
+
+  def resolve_mask(tree):
+    return mask(tree) if callable(mask) else mask
+
+  def init(params):
+    return MaskedState(inner.init(_mask_tree(params, resolve_mask(params))))
+
+  def update(updates, state, params=None, **extra_args):
+    mask_tree = resolve_mask(updates)
+    inner_updates, inner_state = base.call_update(
+        inner, _mask_tree(updates, mask_tree), state.inner_state,
+        None if params is None else _mask_tree(params, mask_tree), extra_args)
+    new_updates = jax.tree.map(lambda m, new, old: new if m else old,
+                               mask_tree, inner_updates, updates)
+    return new_updates, MaskedState(inner_state)
+
+  return base.GradientTransformation(init, update)
+
+
+class PartitionState(NamedTuple):
+  inner_states: dict[Hashable, MaskedState]
+
+
+def partition(transforms: Mapping[Hashable, base.GradientTransformation],
+              param_labels: MaskOrFn) -> base.GradientTransformation:
+  """A different transform for each labelled group of params.
+
+  Args:
+    transforms: label -> transform applied to the params with that label.
+    param_labels: a tree of labels with the structure of the params (or a prefix of it),
+      or a function of the params that returns one.
+  """
+
+  def labels_of(tree):
+    return param_labels(tree) if callable(param_labels) else param_labels
+
+  def group_tx(labels, group):
+    return masked(transforms[group], jax.tree.map(lambda label: label == group, labels))
+
+  def init(params):
+    labels = labels_of(params)
+    unknown = set(jax.tree.leaves(labels)) - set(transforms)
+    if unknown:
+      raise ValueError(f"partition: params are labelled {sorted(map(str, unknown))}, which "
+                       f"have no transform; the transforms are for {sorted(map(str, transforms))}")
+    return PartitionState({g: group_tx(labels, g).init(params) for g in transforms})
+
+  def update(updates, state, params=None, **extra_args):
+    labels = labels_of(updates)
+    new_states = {}
+    for group in transforms:
+      updates, new_states[group] = group_tx(labels, group).update(
+          updates, state.inner_states[group], params, **extra_args)
+    return updates, PartitionState(new_states)
+
+  return base.GradientTransformation(init, update)
+
+
+class MultiplyState(NamedTuple):
+  first: Any
+  second: Any
+
+
+def multiply(first: base.GradientTransformation,
+             second: base.GradientTransformation) -> base.GradientTransformation:
+  """Runs both transforms on the same updates and emits the product of their outputs.
+
+  The shape of adaptive methods that scale a momentum by a per-coordinate step size:
+  ``multiply(chain(add_momentum(b1, ema=True), bias_correction(b1)),
+  adaptive_step_size(b2, eps))`` is Adam's direction, and bounding or rectifying the step
+  size before the product gives AdaBound or RAdam.
+  """
+
+  def init(params):
+    return MultiplyState(first.init(params), second.init(params))
+
+  def update(updates, state, params=None, **extra_args):
+    a, first_state = base.call_update(first, updates, state.first, params, extra_args)
+    b, second_state = base.call_update(second, updates, state.second, params, extra_args)
+    return base.map_leaves("multiply", lambda x, y: x * y, a, b), MultiplyState(
+        first_state, second_state)
+
+  return base.GradientTransformation(init, update)

@@ -1,0 +1,95 @@
+"""Hyperparameters as state: read, log and overwrite them between steps."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Iterable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx._src import base
+
+
+class InjectHyperparamsState(NamedTuple):
+  count: jax.Array
+  hyperparams: dict[str, jax.Array]
+  inner_state: base.OptState
+
+
+def _as_hyperparam(value: Any, dtype: Any) -> Any:
+  """Floating values become arrays of ``dtype``; integers keep their type."""
+  array = jnp.asarray(value)
+  if jnp.issubdtype(array.dtype, jnp.floating):
+    return array.astype(dtype)
+  return array
+
+
+def inject_hyperparams(
+    inner_factory: Callable[..., base.GradientTransformation],
+    static_args: Union[str, Iterable[str]] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., base.GradientTransformation]:
+  """Wraps a transform factory so its numeric hyperparameters live in the state.
+
+  ``inject_hyperparams(gtx.adam)(learning_rate=1e-3)`` keeps ``learning_rate``, ``b1``,
+  ``b2``, ... in ``state.hyperparams`` as arrays, where they can be read (for logging) and
+  overwritten between steps without recompiling a jitted step (assign an array:
+  ``state.hyperparams["learning_rate"] = jnp.asarray(1e-4)``). A hyperparameter given as a
+  schedule is evaluated at the step count every step and its current value is stored.
+  Booleans, strings, dtypes and the names in ``static_args`` are passed to the factory
+  unchanged; a callable that is not a schedule (a mask function, say) must be named in
+  ``static_args``.
+
+  Floating hyperparameters are held in float32 (float64 under ``jax_enable_x64``), or in
+  ``hyperparam_dtype``, never in a low-precision params dtype: Adam's ``b2=0.999`` would
+  round to 1.0 in bfloat16.
+  """
+  static_args = {static_args} if isinstance(static_args, str) else set(static_args)
+  signature = inspect.signature(inner_factory)
+  if not static_args.issubset(signature.parameters):
+    raise ValueError(f"inject_hyperparams: static_args {sorted(static_args)} are not all "
+                     f"parameters of {inner_factory.__name__}: {list(signature.parameters)}")
+
+  @functools.wraps(inner_factory)
+  def wrapped(*args, **kwargs) -> base.GradientTransformation:
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    schedules, numbers, others = {}, {}, {}
+    for name, value in bound.arguments.items():
+      if name in static_args or isinstance(value, bool):
+        others[name] = value
+      elif callable(value) and not isinstance(value, type):
+        schedules[name] = value
+      elif isinstance(value, (int, float, jax.Array, np.ndarray, np.number)):
+        numbers[name] = value
+      else:
+        others[name] = value
+    # Validate the concrete values once, with the factory's own messages.
+    inner_factory(**bound.arguments)
+    dtype = hyperparam_dtype or jnp.result_type(float)
+
+    def current(hyperparams, count):
+      values = {k: _as_hyperparam(v, dtype) for k, v in hyperparams.items()}
+      values.update({k: _as_hyperparam(f(count), dtype) for k, f in schedules.items()})
+      return values
+
+    def init(params):
+      count = base.zero_count()
+      hyperparams = current(numbers, count)
+      inner = inner_factory(**others, **hyperparams)
+      return InjectHyperparamsState(count, hyperparams, inner.init(params))
+
+    def update(updates, state, params=None, **extra_args):
+      hyperparams = current(state.hyperparams, state.count)
+      inner = inner_factory(**others, **hyperparams)
+      updates, inner_state = base.call_update(inner, updates, state.inner_state, params,
+                                              extra_args)
+      return updates, InjectHyperparamsState(base.safe_increment(state.count), hyperparams,
+                                             inner_state)
+
+    return base.GradientTransformation(init, update)
+
+  return wrapped

@@ -1,0 +1,136 @@
+"""RAdam's variance rectification (Liu et al. 2019, "On the Variance of the Adaptive
+Learning Rate and Beyond", Algorithm 2).
+
+Early in training Adam's second moment rests on few samples and its adaptive step size
+has high variance. RAdam multiplies the step size by
+
+  r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)),
+  rho_inf = 2/(1 - b2) - 1,  rho_t = rho_inf - 2 t b2**t / (1 - b2**t),
+
+and, on the first steps where ``rho_t < threshold``, does not adapt at all: the update is
+the bias-corrected momentum.
+
+Composable form: a normaliser that emits the per-coordinate step size
+(:func:`adaptive_step_size`), rectified by :func:`rectify`, multiplied with the
+bias-corrected momentum by :func:`gradtx.multiply`::
+
+  multiply(chain(add_momentum(b1, ema=True), bias_correction(b1)),
+           chain(adaptive_step_size(b2, eps), rectify(b2, threshold)))
+
+:func:`scale_by_radam` computes the same in one pass over each leaf (Optax's numerics).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx._src import adaptive, base, validation
+
+
+def _rho(b2: Any, count: jax.Array) -> tuple[Any, jax.Array]:
+  """``(rho_inf, rho_t)`` at step ``count`` (from 1)."""
+  rho_inf = 2.0 / (1.0 - b2) - 1.0
+  b2t = b2**count
+  return rho_inf, rho_inf - 2 * count * b2t / (1 - b2t)
+
+
+def _rectification(b2: Any, count: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(rho_t, r_t)``; ``r_t`` is clamped to 0 where undefined so gradients stay finite."""
+  rho_inf, rho = _rho(b2, count)
+  ratio = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
+  return rho, jnp.sqrt(jnp.maximum(ratio, 0.0))
+
+
+class AdaptiveStepSizeState(NamedTuple):
+  count: jax.Array
+  nu: base.PyTree
+
+
+def adaptive_step_size(b2: float = 0.999, eps: float = 1e-8,
+                       eps_root: float = 0.0) -> base.GradientTransformation:
+  """Adam's per-coordinate step size, emitted in place of the update.
+
+  ``nu = b2*nu + (1-b2)*u**2``; emits ``1 / (sqrt(nu/(1-b2**t) + eps_root) + eps)``.
+  Multiply it with a momentum through :func:`gradtx.multiply`; bound it with
+  ``clip_bounds`` or rectify it with :func:`rectify` first.
+  """
+  validation.check("adaptive_step_size", b2=(b2, "[0, 1)"), eps=(eps, "[0, inf)"),
+                   eps_root=(eps_root, "[0, inf)"))
+
+  def init(params):
+    return AdaptiveStepSizeState(base.zero_count(), adaptive._zeros_like(params))
+
+  def rule(u, nu, b2, eps, eps_root, c2):
+    nu = adaptive.ema(b2, nu, adaptive.abs_sq(u))
+    return 1 / (jnp.sqrt(nu / c2 + eps_root) + eps), nu
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    count = base.safe_increment(state.count)
+    updates, nu = base.map_leaves("adaptive_step_size", rule, updates, state.nu, b2=b2,
+                                  eps=eps, eps_root=eps_root,
+                                  c2=base.bias_correction_factor(b2, count))
+    return updates, AdaptiveStepSizeState(count, nu)
+
+  return base.GradientTransformation(init, update)
+
+
+class RectifyState(NamedTuple):
+  count: jax.Array
+
+
+def rectify(b2: float = 0.999, threshold: float = 5.0) -> base.GradientTransformation:
+  """RAdam's rectification of an adaptive step size ``s`` (see the module docstring).
+
+  Emits ``r_t * s`` on steps where ``rho_t >= threshold`` and ``1`` (no adaptation: the
+  momentum it is multiplied with passes unchanged, as in Optax) on the earlier steps.
+  """
+  validation.check("rectify", b2=(b2, "[0, 1)"), threshold=(threshold, "[0, inf)"))
+
+  def init(params):
+    del params
+    return RectifyState(base.zero_count())
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    count = base.safe_increment(state.count)
+    rho, r = _rectification(b2, count)
+    updates = base.map_leaves("rectify", lambda s, r, adapt: jnp.where(adapt, r * s, 1.0),
+                              updates, r=r, adapt=rho >= threshold)
+    return updates, RectifyState(count)
+
+  return base.GradientTransformation(init, update)
+
+
+def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   eps_root: float = 0.0, threshold: float = 5.0, *,
+                   nesterov: bool = False) -> base.GradientTransformation:
+  """RAdam's normaliser (Liu et al. 2019), fused: one pass over each leaf.
+
+  Emits ``r_t * mu_hat / (sqrt(nu_hat + eps_root) + eps)`` where ``rho_t >= threshold``,
+  else ``mu_hat``; ``mu_hat``, ``nu_hat`` as in :func:`gradtx.scale_by_adam` (Nadam's
+  ``mu_hat`` with ``nesterov=True``). State: ``ScaleByAdamState(count, mu, nu)``.
+  """
+  adaptive._check_adam_family("scale_by_radam", b1, b2, eps, eps_root)
+  validation.check("scale_by_radam", threshold=(threshold, "[0, inf)"))
+
+  def rule(u, mu, nu, b1, b2, eps, eps_root, c1, c1_next, c2, r, adapt):
+    mu, nu, mu_hat = adaptive.adam_moments(u, mu, nu, b1, b2, c1, c1_next, nesterov)
+    rectified = r * mu_hat / (jnp.sqrt(nu / c2 + eps_root) + eps)
+    return jnp.where(adapt, rectified, mu_hat), mu, nu
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    count = base.safe_increment(state.count)
+    rho, r = _rectification(b2, count)
+    updates, mu, nu = base.map_leaves(
+        "scale_by_radam", rule, updates, state.mu, state.nu, b1=b1, b2=b2, eps=eps,
+        eps_root=eps_root, c1=base.bias_correction_factor(b1, count),
+        c1_next=base.bias_correction_factor(b1, base.safe_increment(count)),
+        c2=base.bias_correction_factor(b2, count), r=r, adapt=rho >= threshold)
+    return updates, adaptive.ScaleByAdamState(count, mu, nu)
+
+  return base.GradientTransformation(adaptive._adam_init(None), update)

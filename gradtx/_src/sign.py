@@ -1,0 +1,58 @@
+"""Sign-based adaptive step sizes: each weight's step grows while its gradient keeps
+its sign and shrinks when the sign flips.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from gradtx._src import adaptive, base, validation
+
+
+class ScaleByRpropState(NamedTuple):
+  step_sizes: base.PyTree
+  prev_updates: base.PyTree
+
+
+def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
+                   min_step_size: float = 1e-6,
+                   max_step_size: float = 50.0) -> base.GradientTransformation:
+  """Rprop (Riedmiller & Braun 1993), in Optax's variant with weight backtracking off.
+
+  Per coordinate, with ``s = u * u_prev``: the step size is multiplied by ``eta_plus``
+  where ``s > 0`` and by ``eta_minus`` where ``s < 0`` (kept where ``s == 0``), clipped
+  to ``[min_step_size, max_step_size]``; emits ``step * sign(u)``, or 0 where the sign
+  flipped, and remembers 0 there so the next step does not shrink again.
+  """
+  validation.check("scale_by_rprop", learning_rate=(learning_rate, "[0, inf)"),
+                   eta_minus=(eta_minus, "[0, 1]"), eta_plus=(eta_plus, "[1, inf)"),
+                   min_step_size=(min_step_size, "[0, inf)"),
+                   max_step_size=(max_step_size, "[0, inf)"))
+  if isinstance(min_step_size, (int, float)) and isinstance(max_step_size, (int, float)):
+    if min_step_size > max_step_size:
+      raise ValueError(f"scale_by_rprop: min_step_size must be <= max_step_size, got "
+                       f"{min_step_size} > {max_step_size}")
+
+  def init(params):
+    return ScaleByRpropState(adaptive._full_like(params, learning_rate),
+                             adaptive._zeros_like(params))
+
+  def rule(u, step, prev, eta_minus, eta_plus, min_step_size, max_step_size):
+    s = u * prev
+    grown = jnp.clip(step * jnp.where(s > 0, eta_plus, eta_minus), min_step_size,
+                     max_step_size)
+    step = jnp.where(s == 0, step, grown)
+    new_prev = jnp.where(s < 0, jnp.zeros_like(u), step * jnp.sign(u))
+    return jnp.where(s < 0, jnp.zeros_like(prev), new_prev), step, new_prev
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    updates, step_sizes, prev = base.map_leaves(
+        "scale_by_rprop", rule, updates, state.step_sizes, state.prev_updates,
+        eta_minus=eta_minus, eta_plus=eta_plus, min_step_size=min_step_size,
+        max_step_size=max_step_size)
+    return updates, ScaleByRpropState(step_sizes, prev)
+
+  return base.GradientTransformation(init, update)

@@ -1,0 +1,27 @@
+"""Shared fixtures: mixed-shape pytrees and a deterministic, params-dependent loss."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+def make_params(dtype=jnp.float32, seed=0):
+  """A pytree with a scalar, a vector, a matrix and a 3-D leaf, nested in dict/tuple."""
+  rng = np.random.default_rng(seed)
+  shapes = {"scalar": (), "vector": (5,), "nested": {"matrix": (4, 3), "cube": (2, 3, 4)}}
+  return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s), dtype), shapes,
+                      is_leaf=lambda x: isinstance(x, tuple))
+
+
+def loss(params):
+  """A smooth non-convex loss whose gradient depends on the params (so trajectories
+  diverge quickly if an optimizer's numerics differ)."""
+  leaves = jax.tree.leaves(params)
+  return sum(jnp.sum((i + 1) * (p - 0.5 * i) ** 2 + 0.3 * jnp.sin(3.0 * p))
+             for i, p in enumerate(leaves))
+
+
+@pytest.fixture
+def params():
+  return make_params()
