@@ -54,9 +54,9 @@ def check(owner: str, **specs: tuple[Any, str]) -> None:
     in_interval(owner, name, value, interval)
 
 
-def positive_int(owner: str, name: str, value: Any) -> None:
-  """Raises ``ValueError`` unless ``value`` is an integer >= 1."""
+def integer(owner: str, name: str, value: Any, minimum: int = 1) -> None:
+  """Raises ``ValueError`` unless ``value`` is an integer >= ``minimum``."""
   if isinstance(value, jax.core.Tracer):
     return
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"{owner}: {name} must be an integer >= 1, got {value!r}")
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,40 @@
+"""gradtx: composable gradient transformations for JAX.
+
+>>> import gradtx as gtx
+>>> tx = gtx.chain(gtx.clip_by_global_norm(1.0), gtx.adam(1e-3))
+"""
+
+from gradtx._src.base import (EmptyState, GradientTransformation, Params, Schedule,
+                              ScalarOrSchedule, apply_updates, identity, set_to_zero,
+                              stateless)
+from gradtx._src.combine import (MaskedNode, MaskedState, MultiplyState, PartitionState,
+                                 chain, masked, multiply, named_chain, partition)
+from gradtx._src.hyperparams import InjectHyperparamsState, inject_hyperparams
+from gradtx._src.scaling import (AddDecayedWeightsState, ScaleByScheduleState,
+                                 add_decayed_weights, scale, scale_by_learning_rate,
+                                 scale_by_schedule)
+from gradtx._src.momentum import (AddMomentumState, BiasCorrectionState, add_momentum,
+                                  bias_correction)
+from gradtx._src.adaptive import (ScaleByAdaDeltaState, ScaleByAdamState,
+                                  ScaleByAmsgradState, ScaleByRmsState,
+                                  ScaleByRmsWithCountState, ScaleByRssState,
+                                  ScaleByRStdDevState, ScaleByRStdDevWithCountState,
+                                  scale_by_adadelta, scale_by_adam, scale_by_adamax,
+                                  scale_by_amsgrad, scale_by_rms, scale_by_rss,
+                                  scale_by_stddev)
+from gradtx._src.rectification import (AdaptiveStepSizeState, RectifyState,
+                                       adaptive_step_size, rectify, scale_by_radam)
+from gradtx._src.sign import ScaleByRpropState, scale_by_rprop
+from gradtx._src.clipping import centralize, clip, clip_by_global_norm, global_norm
+from gradtx._src.alias import (adadelta, adagrad, adam, adamax, adamw, amsgrad, nadam,
+                               radam, rmsprop, rprop, sgd)
+from gradtx._src.wrappers import (AccumulateGradientsState, ApplyIfFiniteState,
+                                  accumulate_gradients, apply_if_finite)
+from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_schedule,
+                              exponential_decay, inverse_time_decay, join_schedules,
+                              linear_schedule, piecewise_constant_schedule,
+                              polynomial_schedule, step_decay,
+                              warmup_cosine_decay_schedule,
+                              warmup_exponential_decay_schedule, warmup_linear)
+
+__version__ = "0.1.0"
