@@ -138,3 +138,18 @@ def test_harness_detects_an_epsilon_change():
   with pytest.raises(AssertionError):
     assert_trajectories_close(trajectory(gtx.adam(LR, eps=1e-7), params, loss_fn=tiny),
                               trajectory(optax.adam(LR), params, loss_fn=tiny))
+
+
+@pytest.mark.parametrize("name, make", [
+    ("adam/b1", lambda m, s: m.adam(LR, b1=s)),
+    ("rmsprop/decay", lambda m, s: m.rmsprop(LR, decay=s, momentum=0.5)),
+    ("sgd/momentum", lambda m, s: m.sgd(LR, momentum=s)),
+])
+def test_any_hyperparameter_may_be_a_schedule(name, make):
+  """Oracle: optax.inject_hyperparams, the way Optax users schedule a non-lr value."""
+  momentum = lambda count: 0.5 + 0.4 * (1 - 0.9**count)  # noqa: E731
+  params = make_params()
+  ours = make(gtx, momentum)
+  theirs = optax.inject_hyperparams(lambda s: make(optax, s))(s=momentum)
+  assert_trajectories_close(trajectory(ours, params), trajectory(theirs, params))
+  assert isinstance(ours.init(params), gtx.InjectHyperparamsState)

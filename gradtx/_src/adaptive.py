@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradtx._src.hyperparams import accepts_schedules
 from gradtx._src import base, validation
 
 
@@ -41,6 +42,7 @@ class ScaleByRssState(NamedTuple):
   sum_of_squares: base.PyTree
 
 
+@accepts_schedules()
 def scale_by_rss(initial_accumulator_value: float = 0.1,
                  eps: float = 1e-7) -> base.GradientTransformation:
   """Adagrad's normaliser (Duchi et al. 2011): ``s += u**2; u / sqrt(s + eps)``.
@@ -76,6 +78,7 @@ class ScaleByRmsWithCountState(NamedTuple):
   nu: base.PyTree
 
 
+@accepts_schedules()
 def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0,
                  eps_in_sqrt: bool = True,
                  bias_correction: bool = False) -> base.GradientTransformation:
@@ -122,6 +125,7 @@ class ScaleByRStdDevWithCountState(NamedTuple):
   nu: base.PyTree
 
 
+@accepts_schedules()
 def scale_by_stddev(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0,
                     eps_in_sqrt: bool = True,
                     bias_correction: bool = False) -> base.GradientTransformation:
@@ -164,6 +168,7 @@ class ScaleByAdaDeltaState(NamedTuple):
   e_x: base.PyTree
 
 
+@accepts_schedules()
 def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> base.GradientTransformation:
   """Adadelta's normaliser (Zeiler 2012, Algorithm 1).
 
@@ -217,6 +222,7 @@ def adam_moments(u, mu, nu, b1, b2, c1, c1_next, nesterov):
   return mu, nu, mu_hat
 
 
+@accepts_schedules()
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                   eps_root: float = 0.0, mu_dtype: Any = None, *,
                   nesterov: bool = False) -> base.GradientTransformation:
@@ -261,6 +267,7 @@ class ScaleByAmsgradState(NamedTuple):
   nu_max: base.PyTree
 
 
+@accepts_schedules()
 def scale_by_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                      eps_root: float = 0.0, mu_dtype: Any = None,
                      bias_correction_mu: bool = True,
@@ -296,6 +303,7 @@ def scale_by_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   return base.GradientTransformation(init, update)
 
 
+@accepts_schedules()
 def scale_by_adamax(b1: float = 0.9, b2: float = 0.999,
                     eps: float = 1e-8) -> base.GradientTransformation:
   """Adamax's normaliser (Kingma & Ba 2015, §7.1): Adam with the infinity norm.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gradtx._src.hyperparams import accepts_schedules
 from gradtx._src import base, validation
 from gradtx._src.adaptive import (scale_by_adadelta, scale_by_adam, scale_by_adamax,
                                   scale_by_amsgrad, scale_by_rms, scale_by_rss,
@@ -28,6 +29,7 @@ def _check(owner: str, **specs: tuple[Any, str]) -> None:
   validation.check(owner, **{k: v for k, v in specs.items() if v[0] is not None})
 
 
+@accepts_schedules(native=("learning_rate",))
 def sgd(learning_rate: base.ScalarOrSchedule, momentum: float | None = None,
         nesterov: bool = False, accumulator_dtype: Any = None) -> base.GradientTransformation:
   """Stochastic gradient descent, with heavy-ball or Nesterov momentum.
@@ -42,6 +44,7 @@ def sgd(learning_rate: base.ScalarOrSchedule, momentum: float | None = None,
       scale_by_learning_rate(learning_rate))
 
 
+@accepts_schedules(native=("learning_rate",))
 def adagrad(learning_rate: base.ScalarOrSchedule, initial_accumulator_value: float = 0.1,
             eps: float = 1e-7) -> base.GradientTransformation:
   """Adagrad (Duchi, Hazan & Singer 2011).
@@ -54,6 +57,7 @@ def adagrad(learning_rate: base.ScalarOrSchedule, initial_accumulator_value: flo
                scale_by_learning_rate(learning_rate))
 
 
+@accepts_schedules(native=("learning_rate",))
 def rmsprop(learning_rate: base.ScalarOrSchedule, decay: float = 0.9, eps: float = 1e-8,
             initial_scale: float = 0.0, eps_in_sqrt: bool = True, centered: bool = False,
             momentum: float | None = None, nesterov: bool = False,
@@ -75,6 +79,7 @@ def rmsprop(learning_rate: base.ScalarOrSchedule, decay: float = 0.9, eps: float
       add_momentum(momentum, nesterov=nesterov) if momentum is not None else base.identity())
 
 
+@accepts_schedules(native=("learning_rate", "weight_decay"), static=("weight_decay_mask",))
 def adadelta(learning_rate: base.ScalarOrSchedule | None = None, rho: float = 0.9,
              eps: float = 1e-6, weight_decay: base.ScalarOrSchedule = 0.0,
              weight_decay_mask: Any = None) -> base.GradientTransformation:
@@ -96,6 +101,7 @@ def _check_adam(owner: str, learning_rate: Any, b1: Any, b2: Any, eps: Any,
          eps=(eps, _NONNEG), eps_root=(eps_root, _NONNEG), **more)
 
 
+@accepts_schedules(native=("learning_rate",))
 def adam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None, *,
          nesterov: bool = False) -> base.GradientTransformation:
@@ -110,6 +116,7 @@ def adam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99
                scale_by_learning_rate(learning_rate))
 
 
+@accepts_schedules(native=("learning_rate",))
 def nadam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0,
           mu_dtype: Any = None) -> base.GradientTransformation:
@@ -122,6 +129,7 @@ def nadam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
                scale_by_learning_rate(learning_rate))
 
 
+@accepts_schedules(native=("learning_rate", "weight_decay"), static=("mask",))
 def adamw(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
           weight_decay: base.ScalarOrSchedule = 1e-4, mask: Any = None, *,
@@ -138,6 +146,7 @@ def adamw(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
                scale_by_learning_rate(learning_rate))
 
 
+@accepts_schedules(native=("learning_rate",))
 def adamax(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
            eps: float = 1e-8) -> base.GradientTransformation:
   """Adamax (Kingma & Ba 2015, §7.1): Adam with the infinity norm.
@@ -149,6 +158,7 @@ def adamax(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.
   return chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
+@accepts_schedules(native=("learning_rate",))
 def amsgrad(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
             eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
             bias_correction_mu: bool = True,
@@ -163,6 +173,7 @@ def amsgrad(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0
                scale_by_learning_rate(learning_rate))
 
 
+@accepts_schedules(native=("learning_rate",))
 def radam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0, threshold: float = 5.0, *,
           nesterov: bool = False) -> base.GradientTransformation:
@@ -177,6 +188,7 @@ def radam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
                scale_by_learning_rate(learning_rate))
 
 
+@accepts_schedules(native=("learning_rate",))
 def rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
           min_step_size: float = 1e-6,
           max_step_size: float = 50.0) -> base.GradientTransformation:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from gradtx._src.hyperparams import accepts_schedules
 from gradtx._src import base, validation
 
 
+@accepts_schedules()
 def clip(max_delta: float) -> base.GradientTransformation:
   """Clips every coordinate of the updates to ``[-max_delta, max_delta]``."""
   validation.check("clip", max_delta=(max_delta, "[0, inf]"))
@@ -29,6 +31,7 @@ def global_norm(updates: base.Updates) -> jax.Array:
   return jnp.sqrt(sum(squares, jnp.zeros([], jnp.float32)))
 
 
+@accepts_schedules()
 def clip_by_global_norm(max_norm: float) -> base.GradientTransformation:
   """Rescales the updates so that their global 2-norm is at most ``max_norm``.
 

@@ -93,3 +93,37 @@ def inject_hyperparams(
     return base.GradientTransformation(init, update)
 
   return wrapped
+
+
+def accepts_schedules(native: Iterable[str] = (), static: Iterable[str] = ()):
+  """Lets every numeric hyperparameter of a transform factory be a schedule.
+
+  Hyperparameters named in ``native`` already take schedules (a learning rate) and those
+  in ``static`` are callables of another kind (a mask); they are passed through. If any
+  other argument is a schedule, the transform is built through :func:`inject_hyperparams`
+  with the schedules alone injected: each step evaluates them at the step count, and
+  their current values appear in ``state.hyperparams``. Without schedules the factory is called as it is, so its state
+  stays exactly Optax's.
+  """
+  passthrough = set(native) | set(static)
+
+  def decorate(factory):
+    signature = inspect.signature(factory)
+
+    @functools.wraps(factory)
+    def wrapped(*args, **kwargs):
+      bound = signature.bind(*args, **kwargs)
+      bound.apply_defaults()
+      scheduled = [name for name, value in bound.arguments.items()
+                   if name not in passthrough and callable(value)
+                   and not isinstance(value, type)]
+      if not scheduled:
+        return factory(*args, **kwargs)
+      # Only the schedules become state; numbers stay Python floats, so that
+      # `1 - b2` is still computed in double precision as without schedules.
+      fixed = set(bound.arguments) - set(scheduled)
+      return inject_hyperparams(factory, static_args=fixed)(**bound.arguments)
+
+    return wrapped
+
+  return decorate

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradtx._src.hyperparams import accepts_schedules
 from gradtx._src import base, validation
 
 
@@ -20,6 +21,7 @@ class AddMomentumState(NamedTuple):
   trace: base.PyTree
 
 
+@accepts_schedules()
 def add_momentum(decay: float = 0.9, *, nesterov: bool = False, ema: bool = False,
                  accumulator_dtype: Any = None) -> base.GradientTransformation:
   """A momentum trace of the updates.
@@ -61,6 +63,7 @@ class BiasCorrectionState(NamedTuple):
   count: jax.Array
 
 
+@accepts_schedules()
 def bias_correction(decay: float) -> base.GradientTransformation:
   """Divides ``u`` by ``1 - decay**t``, ``t`` counting this transform's calls from 1."""
   validation.check("bias_correction", decay=(decay, "[0, 1)"))

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradtx._src.hyperparams import accepts_schedules
 from gradtx._src import adaptive, base, validation
 
 
@@ -49,6 +50,7 @@ class AdaptiveStepSizeState(NamedTuple):
   nu: base.PyTree
 
 
+@accepts_schedules()
 def adaptive_step_size(b2: float = 0.999, eps: float = 1e-8,
                        eps_root: float = 0.0) -> base.GradientTransformation:
   """Adam's per-coordinate step size, emitted in place of the update.
@@ -82,6 +84,7 @@ class RectifyState(NamedTuple):
   count: jax.Array
 
 
+@accepts_schedules()
 def rectify(b2: float = 0.999, threshold: float = 5.0) -> base.GradientTransformation:
   """RAdam's rectification of an adaptive step size ``s`` (see the module docstring).
 
@@ -105,6 +108,7 @@ def rectify(b2: float = 0.999, threshold: float = 5.0) -> base.GradientTransform
   return base.GradientTransformation(init, update)
 
 
+@accepts_schedules()
 def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                    eps_root: float = 0.0, threshold: float = 5.0, *,
                    nesterov: bool = False) -> base.GradientTransformation:

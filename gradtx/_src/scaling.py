@@ -7,9 +7,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradtx._src.hyperparams import accepts_schedules
 from gradtx._src import base, combine, validation
 
 
+@accepts_schedules()
 def scale(factor: float | jax.Array) -> base.GradientTransformation:
   """``u * factor``."""
   validation.check("scale", factor=(factor, "(-inf, inf)"))
@@ -59,6 +61,7 @@ class AddDecayedWeightsState(NamedTuple):
   count: jax.Array
 
 
+@accepts_schedules(native=("weight_decay",), static=("mask",))
 def add_decayed_weights(weight_decay: base.ScalarOrSchedule = 0.0,
                         mask: Any = None) -> base.GradientTransformation:
   """``u + weight_decay * params`` (Loshchilov & Hutter 2019, decoupled weight decay).

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from gradtx._src.hyperparams import accepts_schedules
 from gradtx._src import adaptive, base, validation
 
 
@@ -16,6 +17,7 @@ class ScaleByRpropState(NamedTuple):
   prev_updates: base.PyTree
 
 
+@accepts_schedules()
 def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
                    min_step_size: float = 1e-6,
                    max_step_size: float = 50.0) -> base.GradientTransformation:
