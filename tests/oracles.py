@@ -2,7 +2,8 @@
 
 ``trajectory(tx, params, steps)`` runs a gradtx or Optax transform on the shared loss from
 ``conftest.loss`` and returns the params after every step, so two optimizers can be
-compared step by step rather than only at the end.
+compared step by step rather than only at the end; ``reference_trajectory`` runs a NumPy
+transcription of a paper's update rule the same way.
 """
 
 import jax
@@ -41,9 +42,12 @@ def tolerance(dtype):
           "float64": dict(rtol=1e-12, atol=1e-13)}[np.dtype(dtype).name]
 
 
-def assert_trajectories_close(ours, theirs, dtype=jnp.float32):
-  """Asserts step by step that two trajectories agree; reports the first step that differs."""
-  tol = tolerance(dtype)
+def assert_trajectories_close(ours, theirs, dtype=jnp.float32, tol=None):
+  """Asserts step by step that two trajectories agree; reports the first step that differs.
+
+  ``tol`` (``rtol``/``atol``) overrides the default tolerance of ``dtype``.
+  """
+  tol = tolerance(dtype) if tol is None else tol
   assert len(ours) == len(theirs)
   for t, (a, b) in enumerate(zip(ours, theirs)):
     for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
@@ -51,3 +55,25 @@ def assert_trajectories_close(ours, theirs, dtype=jnp.float32):
       np.testing.assert_allclose(
           np.asarray(x), np.asarray(y), **tol,
           err_msg=f"step {t + 1}, leaf {jax.tree_util.keystr(path)}")
+
+
+def reference_trajectory(rule, init, params, steps=STEPS, loss_fn=loss):
+  """Params after each of ``steps`` steps of a NumPy reference optimizer on ``loss_fn``.
+
+  ``init(p) -> state`` builds one leaf's state (a tuple of NumPy arrays) and
+  ``rule(t, g, p, *state) -> (update, *state)`` is one leaf's update at step ``t`` (from
+  1): a transcription of the paper's algorithm box, applied leaf by leaf. Gradients come
+  from JAX at the reference's own params; each update is added in the param's dtype.
+  """
+  leaves, treedef = jax.tree.flatten(params)
+  xs = [np.array(x) for x in leaves]
+  states = [tuple(init(x)) for x in xs]
+  grad_fn = jax.jit(jax.grad(loss_fn))
+  path = []
+  for t in range(1, steps + 1):
+    grads = [np.array(g) for g in jax.tree.leaves(grad_fn(treedef.unflatten(xs)))]
+    outputs = [rule(t, g, x, *s) for g, x, s in zip(grads, xs, states)]
+    xs = [(x + np.asarray(u, x.dtype)).astype(x.dtype) for x, (u, *_) in zip(xs, outputs)]
+    states = [tuple(s) for _, *s in outputs]
+    path.append(treedef.unflatten([jnp.asarray(x) for x in xs]))
+  return path

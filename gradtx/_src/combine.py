@@ -88,8 +88,18 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn) -> base.GradientT
 
   def update(updates, state, params=None, **extra_args):
     mask_tree = resolve_mask(updates)
+    if params is not None:
+      base.check_same_structure("masked", updates, params)
+    try:
+      masked_updates = _mask_tree(updates, mask_tree)
+    except ValueError as error:
+      raise ValueError(
+          "masked: the tree structure of the updates differs from the tree structure of "
+          f"the mask (or partition labels); are they for other params?\n"
+          f"  updates: {jax.tree.structure(updates)}\n"
+          f"  mask:    {jax.tree.structure(mask_tree)}") from error
     inner_updates, inner_state = base.call_update(
-        inner, _mask_tree(updates, mask_tree), state.inner_state,
+        inner, masked_updates, state.inner_state,
         None if params is None else _mask_tree(params, mask_tree), extra_args)
     new_updates = jax.tree.map(lambda m, new, old: new if m else old,
                                mask_tree, inner_updates, updates)

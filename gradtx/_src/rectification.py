@@ -39,10 +39,11 @@ def _rho(b2: Any, count: jax.Array) -> tuple[Any, jax.Array]:
 
 
 def _rectification(b2: Any, count: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(rho_t, r_t)``; ``r_t`` is clamped to 0 where undefined so gradients stay finite."""
+  """``(rho_t, r_t)``; ``r_t`` is 0 where undefined, with finite gradients everywhere."""
   rho_inf, rho = _rho(b2, count)
   ratio = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
-  return rho, jnp.sqrt(jnp.maximum(ratio, 0.0))
+  defined = ratio > 0
+  return rho, jnp.where(defined, jnp.sqrt(jnp.where(defined, ratio, 1.0)), 0.0)
 
 
 class AdaptiveStepSizeState(NamedTuple):

@@ -18,7 +18,8 @@ def scale(factor: float | jax.Array) -> base.GradientTransformation:
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
-    return jax.tree.map(lambda u: factor * u, updates), state
+    return base.map_leaves("scale", lambda u, factor: factor * u, updates,
+                           factor=factor), state
 
   return base.GradientTransformation(base.init_empty_state, update)
 
@@ -38,8 +39,8 @@ def scale_by_schedule(step_size_fn: base.Schedule) -> base.GradientTransformatio
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
-    step_size = step_size_fn(state.count)
-    updates = jax.tree.map(lambda u: jnp.asarray(step_size, u.dtype) * u, updates)
+    updates = base.map_leaves("scale_by_schedule", lambda u, step_size: step_size * u,
+                              updates, step_size=jnp.asarray(step_size_fn(state.count)))
     return updates, ScaleByScheduleState(base.safe_increment(state.count))
 
   return base.GradientTransformation(init, update)
