@@ -64,7 +64,9 @@ ALIASES = {
     "rmsprop/momentum": lambda m: m.rmsprop(LR, momentum=0.9),
     "rmsprop/nesterov_bias": lambda m: m.rmsprop(LR, momentum=0.9, nesterov=True,
                                                  bias_correction=True),
-    "adadelta": lambda m: m.adadelta(),
+    # Optax's adadelta() with no learning rate climbs (identity instead of -1): compare
+    # with lr 1.0 given; the paper's lr-free descent is checked against torch.
+    "adadelta": lambda m: m.adadelta(1.0),
     "adadelta/lr_wd": lambda m: m.adadelta(1.0, weight_decay=0.1),
     "adam": lambda m: m.adam(LR),
     "adam/schedule": lambda m: m.adam(sched, b1=0.8),

@@ -87,12 +87,15 @@ def adadelta(learning_rate: base.ScalarOrSchedule | None = None, rho: float = 0.
 
   ``g' = g + weight_decay*p``; ``E[g²] = rho*E[g²] + (1-rho)*g'**2``;
   ``d = sqrt(E[x²] + eps) / sqrt(E[g²] + eps) * g'``; ``E[x²] = rho*E[x²] + (1-rho)*d**2``;
-  ``p -= lr * d`` (``lr=None``: ``p -= d``, the paper's rule).
+  ``p -= lr * d`` (``lr=None``: ``p -= d``, the paper's rule; Optax 0.2.8 instead adds
+  ``d``, climbing the loss, so ``optax.adadelta()`` corresponds to ``gtx.adadelta(1.0)``
+  only with a learning rate given).
   """
   _check("adadelta", learning_rate=(learning_rate, _NONNEG), rho=(rho, "[0, 1]"),
          eps=(eps, _NONNEG), weight_decay=(weight_decay, _NONNEG))
   return chain(add_decayed_weights(weight_decay, mask=weight_decay_mask),
-               scale_by_adadelta(rho, eps), scale_by_learning_rate(learning_rate))
+               scale_by_adadelta(rho, eps),
+               scale_by_learning_rate(1.0 if learning_rate is None else learning_rate))
 
 
 def _check_adam(owner: str, learning_rate: Any, b1: Any, b2: Any, eps: Any,

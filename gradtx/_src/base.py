@@ -184,7 +184,8 @@ def map_leaves(owner: str, rule: Callable[..., Any], updates: Updates, *trees: P
   for i, u in enumerate(update_leaves):
     xs = [jnp.asarray(column[i]) for column in columns]
     u = jnp.asarray(u)
-    compute = jnp.result_type(u, *xs, jnp.float32)
+    # From dtypes, not arrays: a weakly typed float64 leaf must not lose to float32.
+    compute = jnp.promote_types(jnp.result_type(*(x.dtype for x in (u, *xs))), jnp.float32)
     cast_scalars = {k: (v.astype(compute) if _is_float_array(v) else v)
                     for k, v in scalars.items()}
     result = rule(u.astype(compute), *(x.astype(compute) for x in xs), **cast_scalars)

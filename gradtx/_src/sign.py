@@ -21,12 +21,15 @@ class ScaleByRpropState(NamedTuple):
 def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
                    min_step_size: float = 1e-6,
                    max_step_size: float = 50.0) -> base.GradientTransformation:
-  """Rprop (Riedmiller & Braun 1993), in Optax's variant with weight backtracking off.
+  """Rprop (Riedmiller & Braun 1993) without weight backtracking, as torch.optim.Rprop.
 
   Per coordinate, with ``s = u * u_prev``: the step size is multiplied by ``eta_plus``
   where ``s > 0`` and by ``eta_minus`` where ``s < 0`` (kept where ``s == 0``), clipped
   to ``[min_step_size, max_step_size]``; emits ``step * sign(u)``, or 0 where the sign
   flipped, and remembers 0 there so the next step does not shrink again.
+
+  Optax's signature; not Optax 0.2.8's numerics, which emit each step one step late (its
+  first update is zero; optax PR #1725).
   """
   validation.check("scale_by_rprop", learning_rate=(learning_rate, "[0, inf)"),
                    eta_minus=(eta_minus, "[0, 1]"), eta_plus=(eta_plus, "[1, inf)"),
