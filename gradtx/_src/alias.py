@@ -204,6 +204,7 @@ def rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
   _check("rprop", learning_rate=(learning_rate, _NONNEG), eta_minus=(eta_minus, "[0, 1]"),
          eta_plus=(eta_plus, "[1, inf)"), min_step_size=(min_step_size, _NONNEG),
          max_step_size=(max_step_size, _NONNEG))
+  validation.ordered("rprop", "min_step_size", min_step_size, "max_step_size", max_step_size)
   return chain(scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size,
                               max_step_size),
                scale(-1.0))

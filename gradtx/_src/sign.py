@@ -35,10 +35,8 @@ def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float
                    eta_minus=(eta_minus, "[0, 1]"), eta_plus=(eta_plus, "[1, inf)"),
                    min_step_size=(min_step_size, "[0, inf)"),
                    max_step_size=(max_step_size, "[0, inf)"))
-  if isinstance(min_step_size, (int, float)) and isinstance(max_step_size, (int, float)):
-    if min_step_size > max_step_size:
-      raise ValueError(f"scale_by_rprop: min_step_size must be <= max_step_size, got "
-                       f"{min_step_size} > {max_step_size}")
+  validation.ordered("scale_by_rprop", "min_step_size", min_step_size, "max_step_size",
+                     max_step_size)
 
   def init(params):
     return ScaleByRpropState(adaptive._full_like(params, learning_rate),

@@ -54,6 +54,13 @@ def check(owner: str, **specs: tuple[Any, str]) -> None:
     in_interval(owner, name, value, interval)
 
 
+def ordered(owner: str, low_name: str, low: Any, high_name: str, high: Any) -> None:
+  """Raises ``ValueError`` if concrete ``low > high``."""
+  a, b = _concrete_scalar(low), _concrete_scalar(high)
+  if a is not None and b is not None and a > b:
+    raise ValueError(f"{owner}: {low_name} must be <= {high_name}, got {low!r} > {high!r}")
+
+
 def integer(owner: str, name: str, value: Any, minimum: int = 1) -> None:
   """Raises ``ValueError`` unless ``value`` is an integer >= ``minimum``."""
   if isinstance(value, jax.core.Tracer):
