@@ -288,7 +288,10 @@ def scale_by_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     mu = ema(b1, mu, u)
     nu = ema(b2, nu, abs_sq(u))
     mu_hat = mu / c1 if bias_correction_mu else mu
-    nu_max = jnp.maximum(nu_max, nu / c2 if bias_correction_nu else nu)
+    nu_hat = nu / c2 if bias_correction_nu else nu
+    # `where`, not `maximum`: the gradient of `maximum` tests `x == max(x, y)`, which XLA
+    # can break by computing `nu / c2` twice in different ways (jit and eager disagreed).
+    nu_max = jnp.where(nu_hat > nu_max, nu_hat, nu_max)
     return mu_hat / (jnp.sqrt(nu_max + eps_root) + eps), mu, nu, nu_max
 
   def update(updates, state, params=None, **extra_args):

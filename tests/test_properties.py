@@ -1,0 +1,476 @@
+"""Properties every public transform must have, checked over a registry of all of them.
+
+The protocol (API.md §1): pure functions that give the same numbers under ``jit``,
+``vmap`` and ``lax.scan`` as eagerly, that can be differentiated through, whose state is a
+pytree of arrays that survives a checkpoint, that keep the params' dtype, and that report
+a gradient tree that does not match their state.
+
+Oracles: the transform itself, eagerly (for jit) or in a Python loop of jitted steps
+(for vmap, scan and the checkpoint round trip); a central finite difference in float64
+(for ``jax.grad``); the same step on float32 params (for bfloat16 params).
+
+Runtime is dominated by compilation (~0.3 s per function on CPU): each transform's
+jitted ``update`` is compiled once and shared, and the trees are small.
+"""
+
+import functools
+import inspect
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx as gtx
+from conftest import loss
+
+LR = 0.1
+sched = gtx.exponential_decay(0.1, 1, 0.9)
+
+
+def _by_path(fn):
+  """A mask/label function of the tree paths, so that it works on any tree, and on
+  batched leaves under ``vmap`` (unlike one that looks at ``ndim``)."""
+  return lambda tree: jax.tree_util.tree_map_with_path(
+      lambda path, _: fn(jax.tree_util.keystr(path)), tree)
+
+
+not_scalar = _by_path(lambda path: "scalar" not in path)
+group = _by_path(lambda path: "sgd" if "nested" in path else "adam")
+adam_direction = lambda: gtx.chain(gtx.add_momentum(0.9, ema=True),  # noqa: E731
+                                   gtx.bias_correction(0.9))
+
+# name -> factory; the part of the name before "/" is the public constructor under test.
+# One entry per constructor, a second only where it takes another code path. Every entry
+# costs a few compilations, so variants that only change numbers belong in the oracles.
+TRANSFORMS = {
+    "identity": gtx.identity,
+    "set_to_zero": gtx.set_to_zero,
+    "stateless": lambda: gtx.stateless(
+        lambda u, p: jax.tree.map(lambda g, x: g + 0.1 * x, u, p)),
+    "scale": lambda: gtx.scale(-LR),
+    "scale_by_learning_rate/schedule": lambda: gtx.scale_by_learning_rate(sched),
+    "scale_by_schedule": lambda: gtx.scale_by_schedule(sched),
+    "add_decayed_weights/schedule_mask": lambda: gtx.add_decayed_weights(sched, not_scalar),
+    "add_momentum/nesterov_ema": lambda: gtx.add_momentum(0.8, nesterov=True, ema=True),
+    "bias_correction": adam_direction,
+    "scale_by_rss/zero_init": lambda: gtx.scale_by_rss(0.0),
+    "scale_by_rms/variants": lambda: gtx.scale_by_rms(0.9, 1e-6, 0.1, eps_in_sqrt=False,
+                                                      bias_correction=True),
+    "scale_by_stddev": lambda: gtx.scale_by_stddev(),
+    "scale_by_adadelta": lambda: gtx.scale_by_adadelta(),
+    "scale_by_adam": lambda: gtx.scale_by_adam(),
+    "scale_by_amsgrad": lambda: gtx.scale_by_amsgrad(),
+    "scale_by_adamax": lambda: gtx.scale_by_adamax(),
+    "adaptive_step_size": lambda: gtx.adaptive_step_size(),
+    "multiply": lambda: gtx.multiply(adam_direction(), gtx.adaptive_step_size(eps_root=1e-8)),
+    # b2=0.9, threshold=4.5: the rectified branch is taken from step 5, within the tests
+    # that run 5 steps (jit, scan).
+    "rectify": lambda: gtx.multiply(adam_direction(), gtx.chain(
+        gtx.adaptive_step_size(0.9), gtx.rectify(0.9, 4.5))),
+    "scale_by_radam/rectified": lambda: gtx.scale_by_radam(0.9, 0.9, threshold=4.5),
+    "scale_by_rprop": lambda: gtx.scale_by_rprop(LR),
+    "centralize": gtx.centralize,
+    "clip": lambda: gtx.clip(0.5),
+    "clip_by_global_norm": lambda: gtx.clip_by_global_norm(1.0),
+    "chain": lambda: gtx.chain(gtx.clip(2.0), gtx.scale_by_adam(), gtx.scale(-LR)),
+    "named_chain": lambda: gtx.named_chain(("clip", gtx.clip_by_global_norm(1.0)),
+                                           ("adam", gtx.adam(LR))),
+    "masked": lambda: gtx.masked(gtx.adam(LR), not_scalar),
+    "partition": lambda: gtx.partition({"adam": gtx.adam(LR),
+                                        "sgd": gtx.sgd(LR, momentum=0.9)}, group),
+    "sgd/nesterov_schedule": lambda: gtx.sgd(sched, momentum=0.9, nesterov=True),
+    "adagrad": lambda: gtx.adagrad(LR),
+    # initial_scale > 0: with 0, the bias-corrected centred variance of step 1 is
+    # g**2 - g**2, rounding noise, and the step is ill-conditioned (as in Optax).
+    "rmsprop/centered_momentum": lambda: gtx.rmsprop(LR, centered=True, initial_scale=0.1,
+                                                     momentum=0.9, nesterov=True,
+                                                     bias_correction=True),
+    "adadelta/weight_decay": lambda: gtx.adadelta(1.0, weight_decay=0.1),
+    "adam": lambda: gtx.adam(LR),
+    "adam/schedule_b2": lambda: gtx.adam(LR, b2=lambda count: 0.99 - 0.09 * 0.5**count),
+    "adamw/mask": lambda: gtx.adamw(LR, weight_decay=0.1, mask=not_scalar),
+    "adamax": lambda: gtx.adamax(LR),
+    "nadam": lambda: gtx.nadam(LR),
+    "amsgrad": lambda: gtx.amsgrad(LR),
+    "radam": lambda: gtx.radam(LR),
+    "rprop": lambda: gtx.rprop(LR),
+    "apply_if_finite": lambda: gtx.apply_if_finite(gtx.adam(LR), 2),
+    "accumulate_gradients": lambda: gtx.accumulate_gradients(gtx.sgd(LR, momentum=0.9), 2),
+    "inject_hyperparams": lambda: gtx.inject_hyperparams(gtx.adam)(learning_rate=sched),
+}
+NAMES = list(TRANSFORMS)
+
+# Public callables that are not transform constructors. reduce_on_plateau is a transform
+# even though it lives with the schedules.
+NOT_TRANSFORMS = {"apply_updates", "global_norm",
+                  *(set(gtx.schedules.__all__) - {"reduce_on_plateau"})}
+
+
+def test_registry_covers_every_public_transform():
+  public = {name for name, obj in vars(gtx).items()
+            if inspect.isfunction(obj) and not name.startswith("_")}
+  covered = {name.split("/")[0] for name in TRANSFORMS}
+  assert public - NOT_TRANSFORMS - covered == set()
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def make_params(dtype=jnp.float32, seed=0):
+  """A scalar and a nested matrix: two leaves, so that the ~45 transforms below compile
+  quickly (the cost grows with the leaves), of the ranks transforms treat differently
+  (centralize, global norms, masks on biases)."""
+  rng = np.random.default_rng(seed)
+  shapes = {"scalar": (), "nested": {"matrix": (2, 3)}}
+  return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s), dtype), shapes,
+                      is_leaf=lambda x: isinstance(x, tuple))
+
+
+STEPS = 5
+
+
+@functools.lru_cache(maxsize=None)
+def jitted(name):
+  """The transform and its jitted ``update``, built and compiled once for all tests."""
+  tx = TRANSFORMS[name]()
+  return tx, jax.jit(tx.update)
+
+
+def run(tx, params, steps, update=None):
+  """``steps`` steps on ``conftest.loss``: per step, the inputs ``(grads, state, params)``
+  given to ``update`` and the ``(updates, state)`` it returned; and the final params."""
+  update = update or tx.update
+  state = tx.init(params)
+  inputs, outputs = [], []
+  for _ in range(steps):
+    inputs.append((jax.grad(loss)(params), state, params))
+    updates, state = update(*inputs[-1])
+    outputs.append((updates, state))
+    params = gtx.apply_updates(params, updates)
+  return inputs, outputs, params
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_run(name):
+  """``STEPS`` jitted steps, the oracle of the scan, checkpoint and state tests."""
+  tx, update = jitted(name)
+  return run(tx, make_params(), STEPS, update=update)
+
+
+def assert_trees_close(actual, expected, rtol=1e-6, atol=1e-7, what=""):
+  assert jax.tree.structure(actual) == jax.tree.structure(expected), what
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(actual),
+                          jax.tree.leaves(expected), strict=True):
+    where = f"{what} {jax.tree_util.keystr(path)}"
+    assert jnp.asarray(x).dtype == jnp.asarray(y).dtype, where
+    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                               rtol=rtol, atol=atol, err_msg=where)
+
+
+# Compiled and eager float32 code may round differently (fusion, pow), and Adam-type bias
+# corrections amplify that: 1 - 0.999**t loses 3 digits to cancellation at t=1.
+F32 = dict(rtol=1e-4, atol=1e-6)
+
+
+def per_param_state(name):
+  """Whether the state has leaves per param: it changes shape when the params do."""
+  tx = TRANSFORMS[name]()
+  params = make_params()
+  more = {**params, "extra": jnp.zeros(2)}
+  return jax.tree.structure(jax.eval_shape(tx.init, params)) != jax.tree.structure(
+      jax.eval_shape(tx.init, more))
+
+
+PER_PARAM = [name for name in NAMES if per_param_state(name)]
+
+
+def test_per_param_detection_is_not_vacuous():
+  assert {"adam", "scale_by_rprop", "masked", "partition", "inject_hyperparams",
+          "apply_if_finite", "accumulate_gradients"} <= set(PER_PARAM)
+  assert not {"identity", "scale", "clip", "scale_by_schedule"} & set(PER_PARAM)
+
+
+# --- (a) jit -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_matches_eager(name):
+  tx, update = jitted(name)
+  inputs, eager, _ = run(tx, make_params(), 2)
+  for t, (step_inputs, expected) in enumerate(zip(inputs, eager), start=1):
+    # Same inputs to both, so that rounding differences cannot build up over the steps.
+    assert_trees_close(update(*step_inputs), expected, **F32, what=f"step {t}")
+
+
+# --- (b) vmap ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vmap_matches_python_loop(name):
+  tx, update = jitted(name)
+  members = [make_params(seed=s) for s in range(3)]
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  batched_update = jax.vmap(tx.update)
+  state = jax.vmap(tx.init)(batch)
+  for _ in range(2):
+    updates, state = batched_update(jax.vmap(jax.grad(loss))(batch), state, batch)
+    batch = gtx.apply_updates(batch, updates)
+  for i, member in enumerate(members):
+    _, alone, _ = run(tx, member, 2, update=update)
+    pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+    assert_trees_close(pick((updates, state)), alone[-1], **F32, what=f"member {i}")
+
+
+# --- (c) grad ----------------------------------------------------------------------------
+
+
+def bowl(params):
+  return sum(jnp.sum(1.5 * p**2 - jnp.cos(p) - p) for p in jax.tree.leaves(params))
+
+
+def bowl_grad(params):
+  """``jax.grad(bowl)``, written out: nested autodiff makes the test ~2x slower."""
+  return jax.tree.map(lambda p: 3.0 * p + jnp.sin(p) - 1.0, params)
+
+
+def unrolled_loss(tx, steps=3):
+  """``bowl`` after ``steps`` steps of ``tx`` on it, as a function of the initial params."""
+
+  def fn(params):
+    state = tx.init(params)
+    for _ in range(steps):
+      updates, state = tx.update(bowl_grad(params), state, params)
+      params = gtx.apply_updates(params, updates)
+    return bowl(params)
+
+  return fn
+
+
+def assert_matches_finite_difference(fn, x, direction, h=1e-5, rtol=1e-5):
+  """``<grad fn(x), direction>`` against a central difference along ``direction``, in
+  float64: truncation error O(h**2), rounding error O(1e-16/h). One compilation."""
+
+  @jax.jit
+  def both(x):
+    grad = jax.grad(fn)(x)
+    along = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad),
+                                              jax.tree.leaves(direction)))
+    shifted = lambda s: jax.tree.map(lambda a, d: a + s * d, x, direction)  # noqa: E731
+    return grad, along, (fn(shifted(h)) - fn(shifted(-h))) / (2 * h)
+
+  grad, along, central = both(x)
+  for g in jax.tree.leaves(grad):
+    assert jnp.isfinite(g).all(), grad
+  np.testing.assert_allclose(float(along), float(central), rtol=rtol, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grad_through_three_steps_matches_finite_difference(name):
+  with jax.enable_x64(True):
+    tx = TRANSFORMS[name]()
+    params = make_params(jnp.float64)
+    direction = make_params(jnp.float64, seed=7)
+    assert_matches_finite_difference(unrolled_loss(tx), params, direction)
+
+
+@pytest.mark.parametrize("name", ["scale_by_amsgrad", "scale_by_adamax"])
+def test_compiled_grad_through_a_running_max_matches_eager(name):
+  """Running maxima (AMSGrad's nu_max, Adamax's nu) are where compiled and eager
+  gradients can part: ``jnp.maximum``'s derivative tests ``x == max(x, y)``, which XLA may
+  evaluate on a recomputed, differently rounded ``x``. One matrix leaf, 3 steps."""
+  with jax.enable_x64(True):
+    tx = TRANSFORMS[name]()
+
+    def fn(x):
+      state = tx.init(x)
+      for _ in range(3):
+        updates, state = tx.update(bowl_grad(x), state, x)
+        x = x + updates
+      return jnp.sum(x**2)
+
+    x = make_params(jnp.float64)["nested"]["matrix"]
+    np.testing.assert_allclose(jax.jit(jax.grad(fn))(x), jax.grad(fn)(x), rtol=1e-9)
+
+
+# Hyperparameters as differentiable inputs, through inject_hyperparams: the constructor
+# is called inside the differentiated function, so it also sees traced values.
+HYPERPARAMETERS = {
+    "adam/learning_rate": (gtx.adam, dict(learning_rate=LR), "learning_rate", LR),
+    "adam/b1": (gtx.adam, dict(learning_rate=LR), "b1", 0.9),
+    "sgd/momentum": (gtx.sgd, dict(learning_rate=LR, momentum=0.9), "momentum", 0.9),
+    "rmsprop/decay": (gtx.rmsprop, dict(learning_rate=LR), "decay", 0.9),
+    "radam/b2": (gtx.radam, dict(learning_rate=LR), "b2", 0.99),
+}
+
+
+@pytest.mark.parametrize("case", HYPERPARAMETERS)
+def test_grad_wrt_injected_hyperparameter_matches_finite_difference(case):
+  factory, kwargs, name, value = HYPERPARAMETERS[case]
+  with jax.enable_x64(True):
+    params = make_params(jnp.float64)
+
+    def fn(x):
+      tx = gtx.inject_hyperparams(factory)(**{**kwargs, name: x})
+      return unrolled_loss(tx)(params)
+
+    assert_matches_finite_difference(fn, jnp.asarray(value, jnp.float64),
+                                     jnp.asarray(1.0, jnp.float64), h=1e-6)
+
+
+# --- (d) scan ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scan_matches_python_loop(name):
+  tx, _ = jitted(name)
+  params = make_params()
+
+  def step(carry, _):
+    params, state = carry
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return (gtx.apply_updates(params, updates), state), updates
+
+  (scanned, scan_state), scan_updates = jax.lax.scan(step, (params, tx.init(params)),
+                                                     length=STEPS)
+  _, looped, looped_params = jitted_run(name)
+  for t in range(STEPS):
+    assert_trees_close(jax.tree.map(lambda x: x[t], scan_updates), looped[t][0], **F32,
+                       what=f"step {t + 1}")
+  assert_trees_close(scanned, looped_params, **F32, what="params")
+  assert_trees_close(scan_state, looped[-1][1], **F32, what="state")
+
+
+# --- (e) checkpoints ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_round_trips_through_flax_serialization(name):
+  tx, update = jitted(name)
+  inputs, _, _ = jitted_run(name)
+  grads, state, params = inputs[2]  # the state after two steps
+  template = tx.init(make_params(seed=1))
+  restored = {
+      "bytes": flax.serialization.from_bytes(template, flax.serialization.to_bytes(state)),
+      "state_dict": flax.serialization.from_state_dict(
+          template, flax.serialization.to_state_dict(state)),
+  }
+  expected = update(grads, state, params)
+  for how, copy in restored.items():
+    assert_trees_close(copy, state, rtol=0, atol=0, what=how)
+    # The restored state carries on exactly where the saved one would have.
+    assert_trees_close(update(grads, copy, params), expected, rtol=0, atol=0,
+                       what=f"{how}, next step")
+
+
+# --- (f) state is arrays -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_is_a_pytree_of_arrays(name):
+  tx, update = jitted(name)
+  params = make_params()
+  state = tx.init(params)
+  _, eager = tx.update(jax.grad(loss)(params), state, params)
+  _, compiled = jitted_run(name)[1][-1]
+  for what, tree in [("init", state), ("eager update", eager),
+                     (f"{STEPS} jitted updates", compiled)]:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+      assert isinstance(leaf, jax.Array), f"{what}: {jax.tree_util.keystr(path)} is {leaf!r}"
+    # Same shapes and dtypes as init's, so that the state can be a scan/while carry.
+    assert jax.tree.map(jax.typeof, tree) == jax.tree.map(jax.typeof, state), what
+
+
+# --- (g) tree mismatch -------------------------------------------------------------------
+
+
+def _mismatches(params):
+  renamed = {("scalarr" if k == "scalar" else k): v for k, v in params.items()}
+  return {"extra_leaf": {**params, "extra": jnp.zeros(2)}, "renamed_key": renamed,
+          "missing_leaf": {k: v for k, v in params.items() if k != "scalar"}}
+
+
+@pytest.mark.parametrize("mismatch", ["extra_leaf", "renamed_key", "missing_leaf"])
+@pytest.mark.parametrize("name", PER_PARAM)
+def test_tree_mismatch_names_both_structures(name, mismatch):
+  tx = TRANSFORMS[name]()
+  params = make_params()
+  grads = _mismatches(jax.grad(loss)(params))[mismatch]
+  with pytest.raises((ValueError, TypeError)) as info:
+    tx.update(grads, tx.init(params), params)
+  message = str(info.value)
+  assert "tree structure" in message and "differ" in message, message
+  assert str(jax.tree.structure(grads)) in message, message
+
+
+# --- (h) dtypes --------------------------------------------------------------------------
+
+
+def _as(dtype, tree):
+  return jax.tree.map(lambda x: x.astype(dtype), tree)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bfloat16_params_give_bfloat16_updates(name):
+  tx = TRANSFORMS[name]()
+  params = make_params(jnp.bfloat16)
+  state = tx.init(params)
+  grads = jax.grad(loss)(params)
+  updates, new_state = tx.update(grads, state, params)
+  assert jax.tree.map(lambda u: u.dtype, updates) == jax.tree.map(lambda p: p.dtype, params)
+  assert jax.tree.map(jax.typeof, new_state) == jax.tree.map(jax.typeof, state)
+  # Oracle: the same step on the same values in float32, rounded to bfloat16 at the end.
+  # Within 2 bfloat16 ulps of the leaf's scale (a hyperparameter rounded to bfloat16,
+  # b2=0.999 -> 1.0 say, is off by orders of magnitude).
+  f32 = lambda tree: _as(jnp.float32, tree)  # noqa: E731
+  reference, _ = tx.update(f32(grads), tx.init(f32(params)), f32(params))
+  for (path, u), r in zip(jax.tree_util.tree_leaves_with_path(updates),
+                          jax.tree.leaves(reference)):
+    r = np.asarray(r.astype(jnp.bfloat16), np.float32)
+    np.testing.assert_allclose(np.asarray(u, np.float32), r, rtol=2**-7,
+                               atol=2**-7 * np.abs(r).max(),
+                               err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_params_give_float64_updates_and_state(name):
+  # Types only (no compilation): that the arithmetic is float64 too, not float32 widened,
+  # is shown by the finite-difference test above, which float32 noise would fail.
+  with jax.enable_x64(True):
+    tx = TRANSFORMS[name]()
+    params = make_params(jnp.float64)
+
+    def two_steps(params):
+      state = tx.init(params)
+      for _ in range(2):
+        updates, state = tx.update(bowl_grad(params), state, params)
+        params = gtx.apply_updates(params, updates)
+      return updates, state
+
+    updates, state = jax.eval_shape(two_steps, params)
+    assert jax.tree.map(lambda u: u.dtype, updates) == jax.tree.map(lambda p: p.dtype, params)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+      if jnp.issubdtype(leaf.dtype, jnp.floating):
+        assert leaf.dtype == jnp.float64, jax.tree_util.keystr(path)
+
+
+# --- (i) zero gradients ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_gradients_do_not_produce_nan(name):
+  tx, update = jitted(name)
+  params = make_params()
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  for start in ("from init", "after a real step"):
+    state = tx.init(params)
+    if start == "after a real step":
+      _, state = update(jax.grad(loss)(params), state, params)
+    for t in range(3):
+      updates, state = update(zeros, state, params)
+      for what, tree in [("updates", updates), ("state", state)]:
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+          assert not jnp.isnan(leaf).any(), (
+              f"{start}, zero step {t + 1}, {what}{jax.tree_util.keystr(path)}")
+

@@ -1,0 +1,286 @@
+"""Hyperparameter validation at construction (API.md §1, validation).
+
+Every constructor checks its concrete numeric hyperparameters and raises a ``ValueError``
+that names the constructor the user called, the parameter and its allowed range:
+``adam: b2 must be in [0, 1), got 1.5``. NaN is never in range. Schedules and traced
+values (a constructor called inside ``jit``/``vmap``) are accepted unchecked.
+
+The ranges below are written from the papers' definitions, not read from the code: a
+decay rate of an EMA is in [0, 1] (Adam's b1, b2 in [0, 1) because of the bias correction
+1 - b**t), step sizes and epsilons are non-negative, Rprop's eta_minus shrinks and
+eta_plus grows.
+"""
+
+import inspect
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx as gtx
+
+UNIT = "[0, 1)"
+DECAY = "[0, 1]"
+NONNEG = "[0, inf)"
+ADAM = dict(learning_rate=(0.25, NONNEG), b1=(0.75, UNIT), b2=(0.875, UNIT),
+            eps=(2.0**-10, NONNEG), eps_root=(2.0**-20, NONNEG))
+ADAM_PRIMITIVE = {k: v for k, v in ADAM.items() if k != "learning_rate"}
+
+
+def without(spec, *names):
+  return {k: v for k, v in spec.items() if k not in names}
+
+
+# constructor -> (other arguments, {hyperparameter: (a valid value, allowed range)}).
+# A range is an interval, or ("integer", minimum) for counts. The valid values are
+# dyadic, so that a traced float32 copy holds exactly the same number.
+SPECS = {
+    "scale": ({}, dict(factor=(-0.5, "(-inf, inf)"))),
+    "scale_by_learning_rate": ({}, dict(learning_rate=(0.25, NONNEG))),
+    "add_decayed_weights": ({}, dict(weight_decay=(0.125, NONNEG))),
+    "add_momentum": ({}, dict(decay=(0.75, DECAY))),
+    "bias_correction": ({}, dict(decay=(0.75, UNIT))),
+    "scale_by_rss": ({}, dict(initial_accumulator_value=(0.125, NONNEG),
+                              eps=(2.0**-10, NONNEG))),
+    "scale_by_rms": ({}, dict(decay=(0.75, DECAY), eps=(2.0**-10, NONNEG),
+                              initial_scale=(0.125, NONNEG))),
+    "scale_by_stddev": ({}, dict(decay=(0.75, DECAY), eps=(2.0**-10, NONNEG),
+                                 initial_scale=(0.125, NONNEG))),
+    "scale_by_adadelta": ({}, dict(rho=(0.75, DECAY), eps=(2.0**-10, NONNEG))),
+    "scale_by_adam": ({}, ADAM_PRIMITIVE),
+    "scale_by_amsgrad": ({}, ADAM_PRIMITIVE),
+    "scale_by_adamax": ({}, without(ADAM_PRIMITIVE, "eps_root")),
+    "adaptive_step_size": ({}, without(ADAM_PRIMITIVE, "b1")),
+    "rectify": ({}, dict(b2=(0.875, UNIT), threshold=(4.5, NONNEG))),
+    "scale_by_radam": ({}, dict(**ADAM_PRIMITIVE, threshold=(4.5, NONNEG))),
+    "scale_by_rprop": ({}, dict(learning_rate=(0.25, NONNEG), eta_minus=(0.5, DECAY),
+                                eta_plus=(1.25, "[1, inf)"),
+                                min_step_size=(2.0**-10, NONNEG),
+                                max_step_size=(8.0, NONNEG))),
+    "clip": ({}, dict(max_delta=(0.5, "[0, inf]"))),
+    "clip_by_global_norm": ({}, dict(max_norm=(0.5, "(0, inf]"))),
+    "sgd": ({}, dict(learning_rate=(0.25, NONNEG), momentum=(0.75, DECAY))),
+    "adagrad": ({}, dict(learning_rate=(0.25, NONNEG),
+                         initial_accumulator_value=(0.125, NONNEG), eps=(2.0**-10, NONNEG))),
+    "rmsprop": ({}, dict(learning_rate=(0.25, NONNEG), decay=(0.75, DECAY),
+                         eps=(2.0**-10, NONNEG), initial_scale=(0.125, NONNEG),
+                         momentum=(0.5, DECAY))),
+    "adadelta": ({}, dict(learning_rate=(0.25, NONNEG), rho=(0.75, DECAY),
+                          eps=(2.0**-10, NONNEG), weight_decay=(0.125, NONNEG))),
+    "adam": ({}, ADAM),
+    "nadam": ({}, ADAM),
+    "adamw": ({}, dict(**ADAM, weight_decay=(0.125, NONNEG))),
+    "adamax": ({}, without(ADAM, "eps_root")),
+    "amsgrad": ({}, ADAM),
+    "radam": ({}, dict(**ADAM, threshold=(4.5, NONNEG))),
+    "rprop": ({}, dict(learning_rate=(0.25, NONNEG), eta_minus=(0.5, DECAY),
+                       eta_plus=(1.25, "[1, inf)"), min_step_size=(2.0**-10, NONNEG),
+                       max_step_size=(8.0, NONNEG))),
+    "apply_if_finite": ({"inner": gtx.sgd(0.25)},
+                        dict(max_consecutive_errors=(2, ("integer", 0)))),
+    "accumulate_gradients": ({"inner": gtx.sgd(0.25)}, dict(every_k=(2, ("integer", 1)))),
+}
+
+# Public constructors without numeric hyperparameters of their own.
+NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",
+                      "centralize", "chain", "named_chain", "masked", "partition",
+                      "multiply", "inject_hyperparams"}
+NOT_CONSTRUCTORS = {"apply_updates", "global_norm", *gtx.schedules.__all__}
+
+
+def test_every_constructor_and_numeric_hyperparameter_is_specified():
+  public = {name for name, obj in vars(gtx).items()
+            if inspect.isfunction(obj) and not name.startswith("_")}
+  assert public - NOT_CONSTRUCTORS - NO_HYPERPARAMETERS == set(SPECS)
+  for name, (_, spec) in SPECS.items():
+    for param in inspect.signature(getattr(gtx, name)).parameters.values():
+      numeric_default = (isinstance(param.default, (int, float))
+                         and not isinstance(param.default, bool))
+      numeric_annotation = re.search(r"\b(float|int|ScalarOrSchedule)\b",
+                                     str(param.annotation))
+      if numeric_default or numeric_annotation:
+        assert param.name in spec, f"{name}: {param.name} has no range in SPECS"
+
+
+def valid_kwargs(name):
+  fixed, spec = SPECS[name]
+  return {**fixed, **{k: value for k, (value, _) in spec.items()}}
+
+
+def _bad_values(interval):
+  """Values just outside each finite end, the excluded ends themselves, and NaN."""
+  text = interval.replace(" ", "")
+  low, high = (float(x) for x in text[1:-1].split(","))
+  bad = [math.nan]
+  if math.isfinite(low):
+    bad.append(low - 0.5)
+    if text[0] == "(":
+      bad.append(low)
+  elif text[0] == "(":
+    bad.append(-math.inf)
+  if math.isfinite(high):
+    bad.append(high + 0.5)
+    if text[-1] == ")":
+      bad.append(high)
+  elif text[-1] == ")":
+    bad.append(math.inf)
+  return bad
+
+
+def _good_ends(interval):
+  """The closed ends of the interval (infinite ones included), which must be accepted."""
+  text = interval.replace(" ", "")
+  low, high = (float(x) for x in text[1:-1].split(","))
+  return [x for x, closed in ((low, text[0] == "["), (high, text[-1] == "]")) if closed]
+
+
+INTERVAL_CASES = [(name, param, interval, bad)
+                  for name, (_, spec) in SPECS.items()
+                  for param, (_, interval) in spec.items() if isinstance(interval, str)
+                  for bad in _bad_values(interval)]
+INTEGER_CASES = [(name, param, minimum, bad)
+                 for name, (_, spec) in SPECS.items()
+                 for param, (_, interval) in spec.items() if not isinstance(interval, str)
+                 for minimum in [interval[1]]
+                 for bad in (minimum - 1, minimum + 0.5, math.nan, True)]
+
+
+def _id(case):
+  return "-".join(map(str, case))
+
+
+@pytest.mark.parametrize("case", INTERVAL_CASES, ids=map(_id, INTERVAL_CASES))
+def test_out_of_range_value_raises_naming_constructor_parameter_and_range(case):
+  name, param, interval, bad = case
+  message = f"{name}: {param} must be in {interval}, got {bad!r}"
+  with pytest.raises(ValueError, match="^" + re.escape(message)):
+    getattr(gtx, name)(**{**valid_kwargs(name), param: bad})
+
+
+@pytest.mark.parametrize("case", INTEGER_CASES, ids=map(_id, INTEGER_CASES))
+def test_count_that_is_not_an_integer_in_range_raises(case):
+  name, param, minimum, bad = case
+  message = f"{name}: {param} must be an integer >= {minimum}, got {bad!r}"
+  with pytest.raises(ValueError, match="^" + re.escape(message)):
+    getattr(gtx, name)(**{**valid_kwargs(name), param: bad})
+
+
+GOOD_ENDS = [(name, param, end) for name, (_, spec) in SPECS.items()
+             for param, (_, interval) in spec.items() if isinstance(interval, str)
+             for end in _good_ends(interval)]
+
+
+@pytest.mark.parametrize("case", GOOD_ENDS, ids=map(_id, GOOD_ENDS))
+def test_closed_ends_of_the_range_are_accepted(case):
+  name, param, end = case
+  kwargs = {**valid_kwargs(name), param: end}
+  if param == "min_step_size":  # and keep min_step_size <= max_step_size
+    kwargs["max_step_size"] = max(end, kwargs["max_step_size"])
+  if param == "max_step_size":
+    kwargs["min_step_size"] = min(end, kwargs["min_step_size"])
+  assert isinstance(getattr(gtx, name)(**kwargs), gtx.GradientTransformation)
+
+
+@pytest.mark.parametrize("bad", [np.float32(1.5), np.float64(np.nan), jnp.asarray(1.5),
+                                 np.asarray([1.5])[0]], ids=["np.float32", "np.nan",
+                                                            "jax.Array", "np.ndarray"])
+def test_concrete_arrays_are_checked_like_numbers(bad):
+  with pytest.raises(ValueError, match=r"^adam: b2 must be in \[0, 1\), got "):
+    gtx.adam(0.1, b2=bad)
+
+
+def test_message_of_the_docs():
+  with pytest.raises(ValueError, match=r"^adam: b2 must be in \[0, 1\), got 1.5$"):
+    gtx.adam(1e-3, b2=1.5)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
+def test_inject_hyperparams_reports_with_the_factory_name(name):
+  kwargs = valid_kwargs(name)
+  param = "momentum" if name == "sgd" else "decay" if name == "rmsprop" else "b1"
+  with pytest.raises(ValueError, match=f"^{name}: {param} must be in "):
+    gtx.inject_hyperparams(getattr(gtx, name))(**{**kwargs, param: -1.0})
+
+
+@pytest.mark.parametrize("name", ["scale_by_rprop", "rprop"])
+def test_rprop_step_size_bounds_must_be_ordered(name):
+  with pytest.raises(ValueError, match=f"^{name}: min_step_size must be <= max_step_size"):
+    getattr(gtx, name)(0.1, min_step_size=2.0, max_step_size=1.0)
+
+
+def test_scale_by_schedule_needs_a_callable():
+  with pytest.raises(ValueError, match="^scale_by_schedule: step_size_fn must be callable"):
+    gtx.scale_by_schedule(0.1)
+
+
+# --- schedules and traced values ---------------------------------------------------------
+
+
+def _params():
+  return {"w": jnp.asarray([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]]),
+          "b": jnp.asarray([0.125, -0.5, 1.0])}
+
+
+def _two_steps(tx):
+  """Two updates on fixed gradients; the updates of both steps."""
+  params = _params()
+  grads = [jax.tree.map(lambda p: jnp.cos(3.0 * p + k), params) for k in (0, 1)]
+  state = tx.init(params)
+  emitted = []
+  for g in grads:
+    updates, state = tx.update(g, state, params)
+    emitted.append(updates)
+  return emitted
+
+
+def _assert_close(actual, expected, rtol):
+  for x, y in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-7)
+
+
+SCHEDULABLE = [(name, param) for name, (_, spec) in SPECS.items()
+               for param, (_, interval) in spec.items()
+               if isinstance(interval, str) or param == "every_k"]
+
+
+@pytest.mark.parametrize("case", SCHEDULABLE, ids=map(_id, SCHEDULABLE))
+def test_schedules_are_accepted_and_take_effect(case):
+  name, param = case
+  kwargs = valid_kwargs(name)
+  value = kwargs[param]
+  # Out of range at step 0 is not an error: schedules are not checked at construction.
+  unchecked = {**kwargs, param: lambda count: jnp.asarray(-7.0)}
+  assert isinstance(getattr(gtx, name)(**unchecked), gtx.GradientTransformation)
+  # A constant schedule gives the same steps as the constant.
+  scheduled = getattr(gtx, name)(**{**kwargs, param: lambda count: jnp.full([], value)})
+  _assert_close(_two_steps(scheduled), _two_steps(getattr(gtx, name)(**kwargs)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_constructor_inside_jit_with_traced_hyperparameters(name):
+  fixed, spec = SPECS[name]
+  numbers = {k: value for k, (value, _) in spec.items()}
+
+  @jax.jit
+  def build_and_run(traced):
+    return _two_steps(getattr(gtx, name)(**fixed, **traced))
+
+  # Every hyperparameter traced; no ValueError, and the same steps as with numbers.
+  _assert_close(build_and_run(numbers), _two_steps(getattr(gtx, name)(**fixed, **numbers)),
+                rtol=1e-6)
+
+
+def test_constructor_inside_vmap_over_learning_rates():
+  rates = jnp.asarray([0.0, 0.125, 0.5])
+  batched = jax.vmap(lambda lr: _two_steps(gtx.adam(lr, b1=0.75)))(rates)
+  for i, lr in enumerate([0.0, 0.125, 0.5]):
+    _assert_close(jax.tree.map(lambda x: x[i], batched), _two_steps(gtx.adam(lr, b1=0.75)),
+                  rtol=1e-6)
+
+
+def test_traced_out_of_range_values_are_not_checked():
+  # Inside jit a value cannot be inspected; construction must not fail (or concretise).
+  jax.jit(lambda b2: _two_steps(gtx.adam(0.1, b2=b2)))(jnp.asarray(1.5))
