@@ -473,4 +473,3 @@ def test_zero_gradients_do_not_produce_nan(name):
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
           assert not jnp.isnan(leaf).any(), (
               f"{start}, zero step {t + 1}, {what}{jax.tree_util.keystr(path)}")
-
