@@ -28,6 +28,7 @@ from gradtx._src.sign import ScaleByRpropState, scale_by_rprop
 from gradtx._src.clipping import centralize, clip, clip_by_global_norm, global_norm
 from gradtx._src.alias import (adadelta, adagrad, adam, adamax, adamw, amsgrad, nadam,
                                radam, rmsprop, rprop, sgd)
+from gradtx._src.flatten import FlattenState, flatten
 from gradtx._src.wrappers import (AccumulateGradientsState, ApplyIfFiniteState,
                                   accumulate_gradients, apply_if_finite)
 from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_schedule,

@@ -99,6 +99,8 @@ TRANSFORMS = {
     "apply_if_finite": lambda: gtx.apply_if_finite(gtx.adam(LR), 2),
     "accumulate_gradients": lambda: gtx.accumulate_gradients(gtx.sgd(LR, momentum=0.9), 2),
     "inject_hyperparams": lambda: gtx.inject_hyperparams(gtx.adam)(learning_rate=sched),
+    "flatten": lambda: gtx.flatten(gtx.chain(gtx.clip_by_global_norm(1.0),
+                                             gtx.adamw(LR, weight_decay=0.1))),
 }
 NAMES = list(TRANSFORMS)
 

@@ -87,7 +87,7 @@ SPECS = {
 # Public constructors without numeric hyperparameters of their own.
 NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",
                       "centralize", "chain", "named_chain", "masked", "partition",
-                      "multiply", "inject_hyperparams"}
+                      "multiply", "inject_hyperparams", "flatten"}
 NOT_CONSTRUCTORS = {"apply_updates", "global_norm", *gtx.schedules.__all__}
 
 
