@@ -28,13 +28,20 @@ from gradtx._src.sign import ScaleByRpropState, scale_by_rprop
 from gradtx._src.clipping import centralize, clip, clip_by_global_norm, global_norm
 from gradtx._src.alias import (adadelta, adagrad, adam, adamax, adamw, amsgrad, nadam,
                                radam, rmsprop, rprop, sgd)
+from gradtx._src.bounds import (AdaBoundStepSizeState, AMSBoundStepSizeState,
+                                ClipBoundsState, adabound, adabound_step_size, amsbound,
+                                clip_bounds)
+from gradtx._src.local_gain import ScaleByLocalGainState, delta_bar_delta, scale_by_local_gain
 from gradtx._src.flatten import FlattenState, flatten
+from gradtx._src.lookahead import LookaheadState, lookahead, ranger
+from gradtx._src.swats import SwatsState, swats
+from gradtx._src.plateau import ReduceOnPlateauState
 from gradtx._src.wrappers import (AccumulateGradientsState, ApplyIfFiniteState,
                                   accumulate_gradients, apply_if_finite)
 from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_schedule,
                               exponential_decay, inverse_time_decay, join_schedules,
                               linear_schedule, piecewise_constant_schedule,
-                              polynomial_schedule, step_decay,
+                              polynomial_schedule, reduce_on_plateau, step_decay,
                               warmup_cosine_decay_schedule,
                               warmup_exponential_decay_schedule, warmup_linear)
 

@@ -41,6 +41,15 @@ group = _by_path(lambda path: "sgd" if "nested" in path else "adam")
 adam_direction = lambda: gtx.chain(gtx.add_momentum(0.9, ema=True),  # noqa: E731
                                    gtx.bias_correction(0.9))
 
+def _fed_the_loss(tx):
+  """``tx`` given ``value=loss(params)`` at every update, as a training loop would."""
+
+  def update(updates, state, params=None, **extra_args):
+    return tx.update(updates, state, params, **{"value": loss(params), **extra_args})
+
+  return gtx.GradientTransformation(tx.init, update)
+
+
 # name -> factory; the part of the name before "/" is the public constructor under test.
 # One entry per constructor, a second only where it takes another code path. Every entry
 # costs a few compilations, so variants that only change numbers belong in the oracles.
@@ -71,6 +80,12 @@ TRANSFORMS = {
         gtx.adaptive_step_size(0.9), gtx.rectify(0.9, 4.5))),
     "scale_by_radam/rectified": lambda: gtx.scale_by_radam(0.9, 0.9, threshold=4.5),
     "scale_by_rprop": lambda: gtx.scale_by_rprop(LR),
+    "adabound_step_size/amsbound": lambda: gtx.adabound_step_size(0.9, amsbound=True),
+    # AdaBound's chain with both bounds replaced by schedules; the step size leaves them.
+    "clip_bounds/schedules": lambda: gtx.multiply(gtx.add_momentum(0.9, ema=True), gtx.chain(
+        gtx.adabound_step_size(0.9), gtx.bias_correction(0.9), gtx.scale(LR),
+        gtx.clip_bounds(lower=lambda count: 0.05 * (1 - 0.5**(count + 1)), upper=sched))),
+    "scale_by_local_gain": lambda: gtx.scale_by_local_gain(),
     "centralize": gtx.centralize,
     "clip": lambda: gtx.clip(0.5),
     "clip_by_global_norm": lambda: gtx.clip_by_global_norm(1.0),
@@ -95,10 +110,26 @@ TRANSFORMS = {
     "nadam": lambda: gtx.nadam(LR),
     "amsgrad": lambda: gtx.amsgrad(LR),
     "radam": lambda: gtx.radam(LR),
+    "adabound": lambda: gtx.adabound(LR, final_lr=0.05, gamma=0.1),
+    "amsbound/schedule_weight_decay": lambda: gtx.amsbound(sched, b2=0.9, gamma=0.1,
+                                                           weight_decay=0.1),
+    "delta_bar_delta": lambda: gtx.delta_bar_delta(LR),
+    "swats": lambda: gtx.swats(LR),
+    # switch_tol=inf: the switch criterion holds at step 2, so the SGD phase runs from
+    # step 3, within the tests that run 3 or 5 steps (grad, jit, scan).
+    "swats/switched": lambda: gtx.swats(LR, switch_tol=float("inf")),
+    # sync_period=2: the slow weights move on steps 2 and 4 of the 5-step tests.
+    "lookahead": lambda: gtx.lookahead(gtx.adam(LR), sync_period=2),
+    # b2=0.9, threshold=4.5: rectified from step 5; weight decay and a sync on step 2.
+    "ranger": lambda: gtx.ranger(LR, b2=0.9, threshold=4.5, sync_period=2,
+                                 weight_decay=0.1),
     "rprop": lambda: gtx.rprop(LR),
     "apply_if_finite": lambda: gtx.apply_if_finite(gtx.adam(LR), 2),
     "accumulate_gradients": lambda: gtx.accumulate_gradients(gtx.sgd(LR, momentum=0.9), 2),
     "inject_hyperparams": lambda: gtx.inject_hyperparams(gtx.adam)(learning_rate=sched),
+    # atol=1e3: only the first loss improves, so the scale halves from the 2nd step on.
+    "reduce_on_plateau": lambda: _fed_the_loss(gtx.reduce_on_plateau(0.5, patience=1,
+                                                                      atol=1e3)),
     "flatten": lambda: gtx.flatten(gtx.chain(gtx.clip_by_global_norm(1.0),
                                              gtx.adamw(LR, weight_decay=0.1))),
 }
@@ -299,6 +330,7 @@ def test_compiled_grad_through_a_running_max_matches_eager(name):
 # Hyperparameters as differentiable inputs, through inject_hyperparams: the constructor
 # is called inside the differentiated function, so it also sees traced values.
 HYPERPARAMETERS = {
+    "adabound/final_lr": (gtx.adabound, dict(learning_rate=LR, gamma=0.1), "final_lr", 0.05),
     "adam/learning_rate": (gtx.adam, dict(learning_rate=LR), "learning_rate", LR),
     "adam/b1": (gtx.adam, dict(learning_rate=LR), "b1", 0.9),
     "sgd/momentum": (gtx.sgd, dict(learning_rate=LR, momentum=0.9), "momentum", 0.9),

@@ -37,6 +37,9 @@ def without(spec, *names):
 # constructor -> (other arguments, {hyperparameter: (a valid value, allowed range)}).
 # A range is an interval, or ("integer", minimum) for counts. The valid values are
 # dyadic, so that a traced float32 copy holds exactly the same number.
+ADABOUND = dict(learning_rate=(0.25, NONNEG), final_lr=(0.125, "(0, inf)"), b1=(0.75, UNIT),
+                b2=(0.875, UNIT), gamma=(0.125, "(0, 1)"), eps=(2.0**-10, NONNEG),
+                weight_decay=(0.125, NONNEG))
 SPECS = {
     "scale": ({}, dict(factor=(-0.5, "(-inf, inf)"))),
     "scale_by_learning_rate": ({}, dict(learning_rate=(0.25, NONNEG))),
@@ -79,6 +82,30 @@ SPECS = {
     "rprop": ({}, dict(learning_rate=(0.25, NONNEG), eta_minus=(0.5, DECAY),
                        eta_plus=(1.25, "[1, inf)"), min_step_size=(2.0**-10, NONNEG),
                        max_step_size=(8.0, NONNEG))),
+    "adabound_step_size": ({}, dict(b2=(0.875, UNIT), eps=(2.0**-10, NONNEG))),
+    # lower's valid value is 0, so that upper's closed end 0 keeps lower <= upper.
+    "clip_bounds": ({}, dict(final_lr=(0.125, "(0, inf)"), gamma=(0.125, "(0, 1)"),
+                             lower=(0.0, NONNEG), upper=(8.0, NONNEG))),
+    "adabound": ({}, ADABOUND),
+    "amsbound": ({}, ADABOUND),
+    "scale_by_local_gain": ({}, dict(increment=(0.25, NONNEG), decay=(0.5, "(0, 1]"),
+                                     theta=(0.5, UNIT), min_gain=(2.0**-10, "(0, inf)"),
+                                     max_gain=(8.0, "(0, inf]"))),
+    "delta_bar_delta": ({}, dict(learning_rate=(0.25, NONNEG), increment=(0.25, NONNEG),
+                                 decay=(0.5, "(0, 1]"), theta=(0.5, UNIT))),
+    "swats": ({}, dict(learning_rate=(0.25, NONNEG), b1=(0.75, UNIT), b2=(0.875, UNIT),
+                       eps=(2.0**-10, NONNEG), switch_tol=(2.0**-10, "[0, inf]"))),
+    "lookahead": ({"inner": gtx.sgd(0.25)}, dict(sync_period=(2, ("integer", 1)),
+                                                 slow_step_size=(0.5, DECAY))),
+    "ranger": ({}, dict(learning_rate=(0.25, NONNEG), b1=(0.75, UNIT), b2=(0.875, UNIT),
+                        eps=(2.0**-10, NONNEG), threshold=(4.5, NONNEG),
+                        sync_period=(2, ("integer", 1)), slow_step_size=(0.5, DECAY),
+                        weight_decay=(0.125, NONNEG))),
+    "reduce_on_plateau": ({}, dict(factor=(0.5, "(0, 1)"), patience=(1, ("integer", 1)),
+                                   rtol=(0.125, DECAY), atol=(0.25, NONNEG),
+                                   cooldown=(1, ("integer", 0)),
+                                   accumulation_size=(1, ("integer", 1)),
+                                   min_scale=(0.25, DECAY))),
     "apply_if_finite": ({"inner": gtx.sgd(0.25)},
                         dict(max_consecutive_errors=(2, ("integer", 0)))),
     "accumulate_gradients": ({"inner": gtx.sgd(0.25)}, dict(every_k=(2, ("integer", 1)))),
@@ -88,7 +115,8 @@ SPECS = {
 NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",
                       "centralize", "chain", "named_chain", "masked", "partition",
                       "multiply", "inject_hyperparams", "flatten"}
-NOT_CONSTRUCTORS = {"apply_updates", "global_norm", *gtx.schedules.__all__}
+NOT_CONSTRUCTORS = {"apply_updates", "global_norm",
+                    *(set(gtx.schedules.__all__) - {"reduce_on_plateau"})}
 
 
 def test_every_constructor_and_numeric_hyperparameter_is_specified():
@@ -231,7 +259,9 @@ def _two_steps(tx):
   state = tx.init(params)
   emitted = []
   for g in grads:
-    updates, state = tx.update(g, state, params)
+    # value=: the loss, for reduce_on_plateau (the others ignore it). Constant: the first
+    # step improves on it, the second does not.
+    updates, state = tx.update(g, state, params, value=jnp.asarray(1.0))
     emitted.append(updates)
   return emitted
 

@@ -14,9 +14,39 @@ from gradtx._src import base
 
 
 class InjectHyperparamsState(NamedTuple):
+  """State of :func:`inject_hyperparams`.
+
+  Attributes:
+    count: steps taken (the count schedules are evaluated at).
+    hyperparams: the current value of each numeric hyperparameter, by name.
+    inner_state: the state of the transform the factory built.
+  """
+
   count: jax.Array
   hyperparams: dict[str, jax.Array]
   inner_state: base.OptState
+
+  def with_hyperparams(self, **values: Any) -> InjectHyperparamsState:
+    """A copy of the state with ``values`` written into ``hyperparams``.
+
+    Each value becomes an array of the dtype and shape of the one it replaces, so a
+    jitted step sees the same input types and is not compiled again:
+    ``state = state.with_hyperparams(learning_rate=1e-4)``. (A Python float assigned
+    into the dict directly is weakly typed, and a jitted step compiles once more for
+    it; see :func:`inject_hyperparams`.) The state itself is not modified.
+
+    Raises:
+      ValueError: a name is not one of ``hyperparams``.
+    """
+    unknown = sorted(set(values) - set(self.hyperparams))
+    if unknown:
+      raise ValueError(f"with_hyperparams: {unknown} are not among this state's "
+                       f"hyperparameters {sorted(self.hyperparams)}")
+    hyperparams = dict(self.hyperparams)
+    for name, value in values.items():
+      old = jnp.asarray(self.hyperparams[name])
+      hyperparams[name] = jnp.broadcast_to(jnp.asarray(value, old.dtype), old.shape)
+    return self._replace(hyperparams=hyperparams)
 
 
 def _as_hyperparam(value: Any, dtype: Any) -> Any:
@@ -36,9 +66,15 @@ def inject_hyperparams(
 
   ``inject_hyperparams(gtx.adam)(learning_rate=1e-3)`` keeps ``learning_rate``, ``b1``,
   ``b2``, ... in ``state.hyperparams`` as arrays, where they can be read (for logging) and
-  overwritten between steps without recompiling a jitted step (assign an array:
-  ``state.hyperparams["learning_rate"] = jnp.asarray(1e-4)``). A hyperparameter given as a
-  schedule is evaluated at the step count every step and its current value is stored.
+  overwritten between steps without recompiling a jitted step, as long as the new value
+  has the stored dtype: ``state = state.with_hyperparams(learning_rate=1e-4)``, or
+  ``state.hyperparams["learning_rate"] = jnp.float32(1e-4)`` (``jnp.float64`` under x64).
+  A Python float (or ``jnp.asarray(1e-4)``) is *weakly typed*, which ``jax.jit`` keys its
+  cache on: assigned as it is, the step is compiled once more (once per set of weakly
+  typed entries: each update stores the values back in their strong dtype, so a loop
+  that assigns Python floats to the learning rate compiles twice in all). A
+  hyperparameter given as a schedule is evaluated at the step count every step and its
+  current value is stored; overwriting it has no effect, as in Optax.
   Booleans, strings, dtypes and the names in ``static_args`` are passed to the factory
   unchanged; a callable that is not a schedule (a mask function, say) must be named in
   ``static_args``.

@@ -65,5 +65,8 @@ def integer(owner: str, name: str, value: Any, minimum: int = 1) -> None:
   """Raises ``ValueError`` unless ``value`` is an integer >= ``minimum``."""
   if isinstance(value, jax.core.Tracer):
     return
+  if (isinstance(value, (jax.Array, np.ndarray)) and value.ndim == 0
+      and np.issubdtype(value.dtype, np.integer)):
+    value = int(value)  # inject_hyperparams stores integer hyperparameters as arrays
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
     raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
