@@ -19,7 +19,7 @@ gathers them; keep ``flatten`` to unsharded (or replicated) params.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
