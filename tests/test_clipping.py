@@ -138,6 +138,15 @@ def test_centralize_matches_numpy(dtype):
                                            axis=tuple(range(u.ndim - 1))), 0.0, atol=atol)
 
 
+def test_centralize_computes_bfloat16_leaves_in_float32():
+  """The mean and the subtraction run in float32; only the result is rounded to bf16."""
+  kernel = jnp.asarray(np.random.default_rng(1).normal(3.0, 1.0, size=(64, 3)), jnp.bfloat16)
+  out, _ = gtx.centralize().update(kernel, gtx.centralize().init(kernel))
+  assert out.dtype == jnp.bfloat16
+  exact = centralized(np.asarray(kernel, np.float64))
+  np.testing.assert_allclose(np.asarray(out, np.float64), exact, rtol=2.0**-8, atol=2.0**-10)
+
+
 def test_centralize_by_hand():
   """A Dense kernel ``(in=2, out=2)``: each output column loses its mean;
   vectors and scalars pass unchanged."""

@@ -239,6 +239,16 @@ def test_rprop_step_size_bounds_must_be_ordered(name):
     getattr(gtx, name)(0.1, min_step_size=2.0, max_step_size=1.0)
 
 
+@pytest.mark.parametrize("make", [lambda **kw: gtx.scale_by_rms(**kw),
+                                  lambda **kw: gtx.rmsprop(0.1, **kw)],
+                         ids=["scale_by_rms", "rmsprop"])
+def test_bias_corrected_rms_needs_decay_below_one(make):
+  # 1 - decay**t is 0 for decay=1: the bias correction would divide by zero.
+  make(decay=1.0)
+  with pytest.raises(ValueError, match=r"decay must be in \[0, 1\), got 1.0"):
+    make(decay=1.0, bias_correction=True)
+
+
 def test_scale_by_schedule_needs_a_callable():
   with pytest.raises(ValueError, match="^scale_by_schedule: step_size_fn must be callable"):
     gtx.scale_by_schedule(0.1)

@@ -88,8 +88,9 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
   ``u / (sqrt(nu) + eps)`` with ``eps_in_sqrt=False``), with ``nu`` divided by
   ``1 - decay**t`` first if ``bias_correction``.
   """
-  validation.check("scale_by_rms", decay=(decay, "[0, 1]"), eps=(eps, "[0, inf)"),
-                   initial_scale=(initial_scale, "[0, inf)"))
+  # decay=1 never forgets, which is fine, but its bias correction 1 - 1**t is 0.
+  validation.check("scale_by_rms", decay=(decay, "[0, 1)" if bias_correction else "[0, 1]"),
+                   eps=(eps, "[0, inf)"), initial_scale=(initial_scale, "[0, inf)"))
 
   def init(params):
     nu = _full_like(params, initial_scale)

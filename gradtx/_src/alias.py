@@ -69,7 +69,8 @@ def rmsprop(learning_rate: base.ScalarOrSchedule, decay: float = 0.9, eps: float
   ``m = momentum*m + lr*d`` and ``p -= m`` (Nesterov: ``p -= lr*d + momentum*m``); without,
   ``p -= lr * d``.
   """
-  _check("rmsprop", learning_rate=(learning_rate, _NONNEG), decay=(decay, "[0, 1]"),
+  _check("rmsprop", learning_rate=(learning_rate, _NONNEG),
+         decay=(decay, "[0, 1)" if bias_correction else "[0, 1]"),
          eps=(eps, _NONNEG), initial_scale=(initial_scale, _NONNEG),
          momentum=(momentum, "[0, 1]"))
   normaliser = scale_by_stddev if centered else scale_by_rms

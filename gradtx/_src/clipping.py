@@ -69,6 +69,6 @@ def centralize() -> base.GradientTransformation:
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
-    return jax.tree.map(_subtract_mean, updates), state
+    return base.map_leaves("centralize", _subtract_mean, updates), state
 
   return base.GradientTransformation(base.init_empty_state, update)
