@@ -247,3 +247,23 @@ def test_exported_at_top_level():
 def test_construction_errors(build, match):
   with pytest.raises(ValueError, match=match):
     build()
+
+
+@pytest.mark.parametrize("make", [gtx.scale_by_schedule, gtx.scale_by_learning_rate],
+                         ids=["scale_by_schedule", "scale_by_learning_rate"])
+def test_schedules_see_a_jax_count_after_a_numpy_restore(make):
+  """A checkpoint restores the count as a NumPy integer; the schedule still gets a JAX
+  array, so a schedule written with array methods behaves as before the restore."""
+  seen = []
+
+  def schedule(count):
+    seen.append(type(count))
+    return 0.5 ** count.astype(jnp.float32)
+
+  tx = make(schedule)
+  params = {"w": jnp.ones(2)}
+  state = jax.tree.map(np.asarray, tx.init(params))
+  state = jax.tree.map(lambda x: np.asarray(3, x.dtype) if x.ndim == 0 else x, state)
+  updates, _ = tx.update({"w": jnp.ones(2)}, state, params)
+  assert all(issubclass(t, jax.Array) for t in seen)
+  np.testing.assert_allclose(np.abs(np.asarray(updates["w"])), 0.125)

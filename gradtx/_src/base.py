@@ -106,8 +106,12 @@ def zero_count() -> jax.Array:
 
 
 def resolve(value: ScalarOrSchedule, count: jax.Array) -> Any:
-  """A hyperparameter's value at ``count``: schedules are called, numbers pass through."""
-  return value(count) if callable(value) else value
+  """A hyperparameter's value at ``count``: schedules are called, numbers pass through.
+
+  The count reaches a schedule as a JAX array even when the state holds a NumPy one (as
+  after restoring a checkpoint), so schedules written with ``jnp`` behave the same.
+  """
+  return value(jnp.asarray(count)) if callable(value) else value
 
 
 def bias_correction_factor(decay: Any, count: jax.Array) -> jax.Array:

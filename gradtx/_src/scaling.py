@@ -39,8 +39,9 @@ def scale_by_schedule(step_size_fn: base.Schedule) -> base.GradientTransformatio
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
+    step_size = jnp.asarray(base.resolve(step_size_fn, state.count))
     updates = base.map_leaves("scale_by_schedule", lambda u, step_size: step_size * u,
-                              updates, step_size=jnp.asarray(step_size_fn(state.count)))
+                              updates, step_size=step_size)
     return updates, ScaleByScheduleState(base.safe_increment(state.count))
 
   return base.GradientTransformation(init, update)
