@@ -15,11 +15,17 @@ from conftest import loss
 STEPS = 60
 
 
-def trajectory(tx, params, steps=STEPS, loss_fn=loss, extra_args=False):
-  """Params after each of ``steps`` jitted steps of ``tx`` on ``loss_fn``."""
+def jitted_step(tx, loss_fn=loss, extra_args=False):
+  """A jitted ``(params, state) -> (params, state)`` step of ``tx`` on ``loss_fn``, and the
+  list its Python traces are appended to (one entry per compilation of the step).
+
+  With ``extra_args``, ``update`` also gets ``value=``, ``grad=`` and ``value_fn=``.
+  """
+  traces = []
 
   @jax.jit
   def step(params, state):
+    traces.append(1)
     value, grads = jax.value_and_grad(loss_fn)(params)
     if extra_args:
       updates, state = tx.update(grads, state, params, value=value, grad=grads,
@@ -29,12 +35,20 @@ def trajectory(tx, params, steps=STEPS, loss_fn=loss, extra_args=False):
     params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
     return params, state
 
+  return step, traces
+
+
+def trajectory(tx, params, steps=STEPS, loss_fn=loss, extra_args=False,
+               return_state=False):
+  """Params after each of ``steps`` jitted steps of ``tx`` on ``loss_fn`` (and the last
+  state, with ``return_state``)."""
+  step, _ = jitted_step(tx, loss_fn, extra_args)
   state = tx.init(params)
   path = []
   for _ in range(steps):
     params, state = step(params, state)
     path.append(params)
-  return path
+  return (path, state) if return_state else path
 
 
 def tolerance(dtype):

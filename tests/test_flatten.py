@@ -17,6 +17,7 @@ import pytest
 
 import gradtx as gtx
 from conftest import loss, make_params
+from oracles import trajectory
 
 STEPS = 30
 LR = 0.05
@@ -58,25 +59,15 @@ def assert_close(expected, actual, msg=""):
 
 
 def run(tx, params, steps=STEPS):
-  state = tx.init(params)
-
-  @jax.jit
-  def step(params, state):
-    grads = jax.grad(lambda p: loss(jax.tree.map(lambda x: x.astype(jnp.float32), p)))(params)
-    updates, state = tx.update(grads, state, params)
-    return gtx.apply_updates(params, updates), state
-
-  path = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    path.append(params)
-  return path, state
+  """Params after each jitted step, the bfloat16 leaves' loss computed in float32."""
+  as_f32 = lambda p: jax.tree.map(lambda x: x.astype(jnp.float32), p)  # noqa: E731
+  return trajectory(tx, params, steps, loss_fn=lambda p: loss(as_f32(p)))
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
 def test_flatten_matches_the_per_leaf_path(name):
-  per_leaf, _ = run(TRANSFORMS[name](), mixed_params())
-  flat, _ = run(gtx.flatten(TRANSFORMS[name]()), mixed_params())
+  per_leaf = run(TRANSFORMS[name](), mixed_params())
+  flat = run(gtx.flatten(TRANSFORMS[name]()), mixed_params())
   for t, (a, b) in enumerate(zip(per_leaf, flat)):
     assert_close(a, b, f"step {t + 1}")
   # The trajectory moved: the comparison is not between two frozen trees.
@@ -99,14 +90,14 @@ def test_state_is_one_buffer_per_dtype():
 
 def test_masked_and_partition_wrap_flatten():
   params = mixed_params()
-  per_leaf, _ = run(gtx.masked(gtx.adam(LR), mask), params, 10)
-  flat, _ = run(gtx.masked(gtx.flatten(gtx.adam(LR)), mask), params, 10)
+  per_leaf = run(gtx.masked(gtx.adam(LR), mask), params, 10)
+  flat = run(gtx.masked(gtx.flatten(gtx.adam(LR)), mask), params, 10)
   assert_close(per_leaf[-1], flat[-1])
 
   label = lambda p: jax.tree.map(lambda x: "adam" if x.ndim > 1 else "sgd", p)  # noqa: E731
-  per_leaf, _ = run(gtx.partition({"adam": gtx.adam(LR), "sgd": gtx.sgd(LR, 0.9)}, label),
+  per_leaf = run(gtx.partition({"adam": gtx.adam(LR), "sgd": gtx.sgd(LR, 0.9)}, label),
                     params, 10)
-  flat, _ = run(gtx.partition({"adam": gtx.flatten(gtx.adam(LR)),
+  flat = run(gtx.partition({"adam": gtx.flatten(gtx.adam(LR)),
                                "sgd": gtx.flatten(gtx.sgd(LR, 0.9))}, label), params, 10)
   assert_close(per_leaf[-1], flat[-1])
 

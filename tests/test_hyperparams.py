@@ -13,7 +13,7 @@ import pytest
 
 import gradtx as gtx
 from conftest import loss, make_params
-from oracles import assert_trajectories_close
+from oracles import assert_trajectories_close, jitted_step
 
 STEPS = 20
 sched = lambda count: 0.05 * 0.9**count  # noqa: E731
@@ -140,13 +140,7 @@ def test_overwrite_takes_effect_at_once_as_a_fresh_optimizer(name):
 
 def test_changing_values_does_not_recompile():
   tx = gtx.inject_hyperparams(gtx.adam)(learning_rate=0.02)
-  traces = []
-
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
-    updates, state = tx.update(jax.grad(loss)(params), state, params)
-    return gtx.apply_updates(params, updates), state
+  step, traces = jitted_step(tx)
 
   params = make_params()
   state = tx.init(params)
@@ -166,13 +160,7 @@ def test_changing_values_does_not_recompile():
 
 def test_schedule_does_not_recompile_and_is_stored():
   tx = gtx.inject_hyperparams(gtx.sgd)(learning_rate=sched, momentum=0.5)
-  traces = []
-
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
-    updates, state = tx.update(jax.grad(loss)(params), state, params)
-    return gtx.apply_updates(params, updates), state
+  step, traces = jitted_step(tx)
 
   params = make_params()
   state = tx.init(params)

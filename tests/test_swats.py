@@ -75,22 +75,6 @@ def swats_oracle(params, learning_rate, b1, b2, eps, switch_tol, steps=STEPS):
   return path, switch_step, big_lambda, ratios
 
 
-def run(tx, params, steps=STEPS):
-  """Params after each of ``steps`` jitted steps of ``tx``, and the last state."""
-
-  @jax.jit
-  def step(params, state):
-    updates, state = tx.update(jax.grad(loss)(params), state, params)
-    return gtx.apply_updates(params, updates), state
-
-  state = tx.init(params)
-  path = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    path.append(params)
-  return path, state
-
-
 # (learning_rate, b1, b2, eps, switch_tol) -> the step at which the switch happens.
 CONFIGS = {
     "switches": ((0.05, 0.9, 0.999, 1e-8, 1e-5), 24),
@@ -107,7 +91,7 @@ def test_swats_matches_algorithm_1(config, dtype):
   with jax.enable_x64(dtype == "float64"):
     params = make_params(jnp.dtype(dtype))
     theirs, switch_step, big_lambda, ratios = swats_oracle(params, *hyperparams)
-    ours, state = run(swats(*hyperparams), params)
+    ours, state = trajectory(swats(*hyperparams), params, STEPS, return_state=True)
     # The switch is decided with a margin rounding cannot close, so both sides agree on it.
     assert all(abs(r - 1) > 0.05 for r in ratios[:switch_step or None]), ratios
     assert switch_step == expected_step
@@ -199,7 +183,7 @@ def test_switch_under_scan_and_vmap():
 
   finals, states = jax.jit(jax.vmap(scanned))(jnp.asarray(rates), jnp.asarray(tols))
   for i, (lr, tol) in enumerate(zip(rates, tols)):
-    path, state = run(swats(lr, switch_tol=tol), params, steps=40)
+    path, state = trajectory(swats(lr, switch_tol=tol), params, 40, return_state=True)
     assert int(states.switch_step[i]) == int(state.switch_step)
     for x, y in zip(jax.tree.leaves(finals), jax.tree.leaves(path[-1])):
       np.testing.assert_allclose(x[i], y, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ import pytest
 
 import gradtx as gtx
 from conftest import loss, make_params
-from oracles import assert_trajectories_close, reference_trajectory
+from oracles import assert_trajectories_close, jitted_step, reference_trajectory
 
 STEPS = 10
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
@@ -110,14 +110,7 @@ def overwrite(state, path, values, spelling):
 def run(tx, params, overwrites, path, spelling, steps=STEPS):
   """Jitted steps with the overwrites: params after each, Python traces, the jit cache
   size and the backend compilations of the step."""
-  traces = []
-
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
-    updates, state = tx.update(jax.grad(loss)(params), state, params)
-    return gtx.apply_updates(params, updates), state
-
+  step, traces = jitted_step(tx)
   state = tx.init(params)
   path_, compiles = [], 0
   for t in range(steps):
