@@ -157,6 +157,25 @@ def check_same_structure(owner: str, updates: Updates, *trees: PyTree) -> None:
       raise _structure_error(owner, updates_def, other_def)
 
 
+def stacked_leaves(*trees: PyTree) -> list[tuple[jax.Array, ...]]:
+  """The leaves of ``trees`` (same structure) grouped by shape and dtype, each group's
+  leaves stacked along a new first axis: one tuple of stacks per group.
+
+  A tree-wide reduction (a global norm, a dot product, an all-finite test) then takes
+  one reduction per group rather than one per leaf. The sum is the same up to rounding,
+  but XLA:CPU compiles thousands of per-leaf reductions very slowly (2000 leaves: minutes
+  under load, ~50x slower than over the stacks) and runs them slower too. Leaves of
+  one shape usually share a sharding, so stacking them keeps it.
+  """
+  groups: dict[Any, list[list[jax.Array]]] = {}
+  for leaves in zip(*(jax.tree.leaves(tree) for tree in trees)):
+    leaves = [jnp.asarray(leaf) for leaf in leaves]
+    key = tuple((leaf.shape, leaf.dtype) for leaf in leaves)
+    groups.setdefault(key, []).append(leaves)
+  return [tuple(jnp.stack(column) for column in zip(*members))
+          for members in groups.values()]
+
+
 def _is_float_array(x: Any) -> bool:
   return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)
 

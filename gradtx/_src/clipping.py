@@ -27,7 +27,7 @@ def global_norm(updates: base.Updates) -> jax.Array:
   squares = [jnp.sum(jnp.square(u.real) + jnp.square(u.imag)
                      if jnp.iscomplexobj(u) else jnp.square(u.astype(
                          jnp.promote_types(u.dtype, jnp.float32))))
-             for u in jax.tree.leaves(updates)]
+             for u, in base.stacked_leaves(updates)]
   return jnp.sqrt(sum(squares, jnp.zeros([], jnp.float32)))
 
 

@@ -64,7 +64,7 @@ def _scalar_dtype(params: base.Params) -> Any:
 
 def _dot(a: base.PyTree, b: base.PyTree, dtype: Any) -> jax.Array:
   return sum((jnp.sum(x.astype(dtype) * y.astype(dtype))
-              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
+              for x, y in base.stacked_leaves(a, b)),
              jnp.zeros([], dtype))
 
 

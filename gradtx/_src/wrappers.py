@@ -33,7 +33,7 @@ def _zero_updates_like(step: Callable[[], tuple[base.Updates, base.OptState]]
 
 def _all_finite(tree: base.PyTree) -> jax.Array:
   return functools.reduce(jnp.logical_and,
-                          (jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)),
+                          (jnp.all(jnp.isfinite(x)) for x, in base.stacked_leaves(tree)),
                           jnp.array(True))
 
 
