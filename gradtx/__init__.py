@@ -45,4 +45,6 @@ from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_s
                               warmup_cosine_decay_schedule,
                               warmup_exponential_decay_schedule, warmup_linear)
 
+from gradtx import landscapes
+
 __version__ = "0.1.0"
