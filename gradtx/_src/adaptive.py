@@ -27,11 +27,11 @@ def ema(decay: Any, moment: jax.Array, value: jax.Array) -> jax.Array:
 
 
 def _full_like(params: base.Params, value: Any, dtype: Any = None) -> base.PyTree:
-  return jax.tree.map(lambda p: jnp.full_like(p, value, dtype=dtype), params)
+  return base.full_like(params, value, dtype)
 
 
 def _zeros_like(params: base.Params, dtype: Any = None) -> base.PyTree:
-  return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype), params)
+  return base.full_like(params, 0, dtype)
 
 
 def _canonical_dtype(dtype: Any) -> Any:

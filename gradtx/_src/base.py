@@ -94,6 +94,26 @@ def apply_updates(params: Params, updates: Updates) -> Params:
       params, updates, is_leaf=lambda x: x is None)
 
 
+def full_like(params: Params, value: Any, dtype: Any = None) -> PyTree:
+  """Per-param state: arrays shaped like each param, filled with ``value``, in ``dtype``
+  (default: the param's).
+
+  Each array is computed from its param (``min(|p|, 0)``, with NaN mapped to 0, plus
+  ``value``) rather than broadcast from a constant: under ``jax.jit`` with automatic
+  sharding, XLA gives a constant no sharding (it lands on one device), while a value
+  computed from the param takes the param's. That is what lets a bare
+  ``jax.jit(tx.init)`` shard the state like the params (API.md §1).
+  """
+
+  def fill(p):
+    p = jnp.asarray(p)
+    magnitude = jnp.abs(p)
+    zero = jnp.where(jnp.isnan(magnitude), 0, jnp.minimum(magnitude, 0))
+    return (zero.astype(dtype or p.dtype) + jnp.asarray(value, dtype or p.dtype))
+
+  return jax.tree.map(fill, params)
+
+
 def safe_increment(count: jax.Array) -> jax.Array:
   """``count + 1``, saturating at the dtype's maximum instead of wrapping around."""
   count = jnp.asarray(count)

@@ -81,7 +81,7 @@ def scale_by_local_gain(increment: float = 0.05, decay: float = 0.95, theta: flo
   def init(params):
 
     def ones(p):
-      return jnp.ones_like(p, jnp.promote_types(jnp.result_type(p), jnp.float32))
+      return base.full_like(p, 1, jnp.promote_types(jnp.result_type(p), jnp.float32))
 
     return ScaleByLocalGainState(gain=jax.tree.map(ones, params),
                                  trace=adaptive._zeros_like(params))

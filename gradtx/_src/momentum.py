@@ -41,8 +41,7 @@ def add_momentum(decay: float = 0.9, *, nesterov: bool = False, ema: bool = Fals
   accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
 
   def init(params):
-    return AddMomentumState(jax.tree.map(
-        lambda p: jnp.zeros_like(p, dtype=accumulator_dtype), params))
+    return AddMomentumState(base.full_like(params, 0, accumulator_dtype))
 
   def rule(u, m, decay):
     m = (1 - decay) * u + decay * m if ema else u + decay * m
