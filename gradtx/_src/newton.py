@@ -1,0 +1,220 @@
+"""Damped Newton's method from the exact Hessian, for small problems.
+
+The direction solves ``(H + tau I) d = -g`` with ``H`` the Hessian of ``value_fn`` at the
+params (raveled into one vector) and ``g`` the gradient, by a Cholesky factorisation.
+``tau`` starts at ``damping``; when the factorisation fails (``H + tau I`` is not
+positive definite: the Cholesky factor has NaNs), ``tau`` is raised and the
+factorisation tried again: Nocedal & Wright, *Numerical Optimization* (2006), Algorithm
+3.3, "Cholesky with added multiple of the identity", with the factor 10 of
+Levenberg-Marquardt (Levenberg 1944; Marquardt 1963). A line search along ``d`` then
+picks the step length (backtracking by default), so the method is globally convergent
+and takes the full Newton step (quadratic convergence) near a minimum.
+
+The Hessian is dense, ``n x n`` for ``n`` params: :func:`newton` refuses more than
+``max_params`` of them; :func:`gradtx.hessian_free` needs only Hessian-vector products.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from gradtx._src import base, validation
+from gradtx._src.combine import chain
+from gradtx._src.hyperparams import accepts_schedules
+from gradtx._src.linesearch import scale_by_backtracking_linesearch, tree_vdot
+
+# Retries of the factorisation, each with tau = max(10 tau, beta): from beta = 1e-3 times
+# the Hessian's largest diagonal entry, 20 retries reach 1e17 times it, past any shift a
+# finite Hessian needs.
+MAX_FACTORIZATIONS = 21
+
+
+class NewtonState(NamedTuple):
+  """State of the direction of :func:`newton`.
+
+  Attributes:
+    damping: the ``tau`` of the last step: ``damping``, or what it was raised to.
+    num_factorizations: Cholesky factorisations so far (one per step when ``H +
+      damping I`` is positive definite).
+    num_hessian_evals: Hessians evaluated so far (one per step).
+  """
+
+  damping: jax.Array
+  num_factorizations: jax.Array
+  num_hessian_evals: jax.Array
+
+
+def compute_dtype(tree: base.PyTree) -> Any:
+  """The widest floating dtype of the leaves, at least float32."""
+  dtypes = [jnp.asarray(x).dtype for x in jax.tree.leaves(tree)]
+  return jnp.promote_types(jnp.result_type(*dtypes) if dtypes else jnp.float32,
+                           jnp.float32)
+
+
+def ravel(tree: base.PyTree, dtype: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
+  """The leaves of ``tree`` in ``dtype``, as one vector, and the function undoing it."""
+  return ravel_pytree(jax.tree.map(lambda x: jnp.asarray(x).astype(dtype), tree))
+
+
+def cast_like(tree: base.PyTree, like: base.PyTree) -> base.PyTree:
+  return jax.tree.map(lambda x, y: x.astype(jnp.asarray(y).dtype), tree, like)
+
+
+def num_params(params: base.Params) -> int:
+  return sum(math.prod(jnp.shape(x)) for x in jax.tree.leaves(params))
+
+
+def check_value_fn(owner: str, value_fn: Any, needed_for: str) -> None:
+  if value_fn is None:
+    raise ValueError(f"{owner}: update needs the objective as value_fn= (a function of the "
+                     f"params returning the scalar loss) {needed_for}; call "
+                     "update(grads, state, params, value_fn=loss) or use gtx.minimize")
+
+
+def _damped_cholesky(hessian: jax.Array, damping: jax.Array) -> tuple[jax.Array, ...]:
+  """The Cholesky factor of ``hessian + tau I`` for the first ``tau`` that works, tau and
+  the number of factorisations (NaNs in the factor if none worked)."""
+  n = hessian.shape[0]
+  eye = jnp.eye(n, dtype=hessian.dtype)
+  beta = 1e-3 * jnp.maximum(jnp.max(jnp.abs(jnp.diag(hessian))), 1.0)
+
+  def factor(tau):
+    return jnp.linalg.cholesky(hessian + tau * eye)
+
+  def failed(carry):
+    chol, _, tries = carry
+    return ~jnp.all(jnp.isfinite(chol)) & (tries < MAX_FACTORIZATIONS)
+
+  def retry(carry):
+    _, tau, tries = carry
+    tau = jnp.maximum(10 * tau, beta)
+    return factor(tau), tau, tries + 1
+
+  return jax.lax.while_loop(failed, retry, (factor(damping), damping, jnp.ones([], jnp.int32)))
+
+
+def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
+                    ) -> base.GradientTransformation:
+  """The damped Newton direction ``d = -(H + tau I)^-1 g`` (module docstring); no step
+  length: :func:`newton` chains a line search after it.
+
+  ``update(grads, state, params, value_fn=f)``: ``H`` is ``jax.hessian(f)`` at the raveled
+  params, in their widest floating dtype (at least float32); ``g`` the incoming updates.
+  If no factorisation succeeds (a Hessian with NaNs) or the direction is not finite, the
+  direction is ``-g`` (zeros where ``g`` is not finite), for the line search to handle.
+  """
+  owner = "newton"
+
+  def check_size(params):
+    n = num_params(params)
+    if n > max_params:
+      raise ValueError(
+          f"{owner}: the params have {n} entries, more than max_params={max_params}; the "
+          f"dense {n}x{n} Hessian is unreasonable. Use gtx.hessian_free (Hessian-vector "
+          "products, no dense matrix) or gtx.lbfgs, or raise max_params.")
+
+  def init(params):
+    check_size(params)
+    dtype = compute_dtype(params)
+    zero = base.zero_count()
+    return NewtonState(damping=jnp.asarray(damping, dtype), num_factorizations=zero,
+                       num_hessian_evals=zero)
+
+  def update(updates, state, params=None, *, value_fn=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(base.NO_PARAMS_MSG.format(owner))
+    check_value_fn(owner, value_fn, "to compute the Hessian")
+    check_size(params)
+    base.check_same_structure(owner, updates, params)
+    dtype = compute_dtype(params)
+    x, unravel = ravel(params, dtype)
+    g, _ = ravel(updates, dtype)
+    hessian = jax.hessian(lambda v: value_fn(cast_like(unravel(v), params)))(x)
+    hessian = 0.5 * (hessian + hessian.T)
+    chol, tau, tries = _damped_cholesky(hessian, jnp.asarray(damping, dtype))
+    direction = -jax.scipy.linalg.cho_solve((chol, True), g)
+    fallback = jnp.where(jnp.isfinite(g), -g, 0)
+    direction = jnp.where(jnp.all(jnp.isfinite(direction)), direction, fallback)
+    new_state = NewtonState(
+        damping=tau.astype(state.damping.dtype),
+        num_factorizations=state.num_factorizations + tries,
+        num_hessian_evals=base.safe_increment(state.num_hessian_evals))
+    return cast_like(unravel(direction), updates), new_state
+
+  return base.GradientTransformation(init, update)
+
+
+def default_linesearch() -> base.GradientTransformation:
+  """Backtracking from the unit step, halving it until the Armijo condition
+  ``f(x + a d) <= f(x) + 1e-4 a <g, d>`` holds (at most 30 times); it stores the value and
+  gradient at the new params for the next step (Nocedal & Wright 2006, Algorithm 3.1).
+
+  Near a minimum the decrease a Newton step promises, ``-<g, d>/2``, falls below the
+  rounding error of ``f`` (once ``|g|`` is about ``sqrt(eps |f| ||H||)``), and no step
+  passes the Armijo test although the unit step is the right one: there the unit step is
+  taken without a search (and the value and gradient are left for the caller to
+  evaluate). The state is the backtracking search's.
+  """
+  search = scale_by_backtracking_linesearch(
+      max_backtracking_steps=30, slope_rtol=1e-4, decrease_factor=0.5,
+      increase_factor=math.inf, max_learning_rate=1.0, store_grad=True)
+
+  def update(updates, state, params=None, *, value=None, grad=None, value_fn=None,
+             **extra_args):
+    def searched(_):
+      return search.update(updates, state, params, value=value, grad=grad,
+                           value_fn=value_fn, **extra_args)
+
+    if value is None or grad is None:
+      return searched(None)  # the search reports what is missing
+    value = jnp.asarray(value)
+    predicted = -0.5 * tree_vdot(grad, updates).astype(state.value.dtype)
+    rounding = 10 * jnp.finfo(state.value.dtype).eps * jnp.abs(value)
+    unit_step = (predicted >= 0) & (predicted <= rounding) & jnp.isfinite(value)
+    return jax.lax.cond(
+        unit_step,
+        lambda _: (updates, state._replace(value=jnp.full_like(state.value, jnp.inf))),
+        searched, None)
+
+  return base.GradientTransformation(search.init, update)
+
+
+@accepts_schedules(static=("max_params", "linesearch"))
+def newton(damping: float = 1e-6, linesearch: base.GradientTransformation | None = None,
+           max_params: int = 5000) -> base.GradientTransformation:
+  """Damped Newton's method with a line search, for problems of up to a few thousand
+  params.
+
+  ``d = -(H + tau I)^-1 g``, with ``H`` the exact Hessian of ``value_fn`` at the raveled
+  params and ``tau = damping``, raised (``tau <- max(10 tau, 1e-3 max|H_ii|)``, at most 20
+  times) until ``H + tau I`` has a Cholesky factorisation; then ``p <- p + a d`` with the
+  step ``a`` from ``linesearch``. Nocedal & Wright 2006, Algorithms 3.1 and 3.3.
+
+  ``update(grads, state, params, value=f(params), grad=grads, value_fn=f)``; or let
+  :func:`gtx.minimize` run it: ``gtx.minimize(f, x0, gtx.newton())``. On a convex quadratic
+  (with ``damping=0``) the first step lands on the minimum.
+
+  Args:
+    damping: the ``tau`` each step starts from, >= 0: a small ridge that keeps the solve
+      well posed when ``H`` is singular, at the cost of a relative error of about
+      ``damping / lambda_min(H)`` in the step.
+    linesearch: the line search along ``d``; ``None`` is backtracking from the unit step
+      with Armijo constant 1e-4, halving up to 30 times, storing value and gradient for
+      reuse, and the unit step without a search where the decrease is below rounding
+      (:func:`default_linesearch`); ``gtx.identity()`` always takes the full Newton step.
+    max_params: the largest number of params accepted; beyond it, ``init`` and ``update``
+      raise ``ValueError`` (the dense Hessian has ``n**2`` entries): use
+      :func:`gtx.hessian_free`.
+
+  The state is ``(NewtonState, line search state)``.
+  """
+  validation.check("newton", damping=(damping, "[0, inf)"))
+  validation.integer("newton", "max_params", max_params)
+  return chain(scale_by_newton(damping, max_params),
+               default_linesearch() if linesearch is None else linesearch)

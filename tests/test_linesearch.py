@@ -1,0 +1,374 @@
+"""Line searches against Optax 0.2.8, step by step.
+
+Oracle: ``optax.scale_by_backtracking_linesearch`` and ``optax.scale_by_zoom_linesearch``
+after the same direction (the negative gradient), run side by side for 50 jitted steps
+on a quadratic, the 3-D Rosenbrock function and the mixed-shape pytree of conftest, in
+float32 and float64; the iterates must agree to ``oracles.tolerance``. Also: reuse of the
+stored value and gradient (evaluations counted by a callback inside the loss against
+``num_fun_evals``), extra arguments forwarded to the loss, failed searches (NaN losses,
+non-descent and non-finite directions), jit/vmap over a batch of problems, validation.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import loss as tree_loss, make_params
+from gradtx._src import base, combine, scaling
+from gradtx._src.linesearch import (ScaleByBacktrackingLinesearchState,
+                                    ScaleByZoomLinesearchState,
+                                    scale_by_backtracking_linesearch,
+                                    scale_by_zoom_linesearch, value_and_grad_from_state)
+from oracles import assert_trajectories_close
+
+STEPS = 50
+
+
+def quadratic(x):
+  """A positive convex quadratic (minimum 10 - 0.5 * sum(1/i))."""
+  return 0.5 * jnp.sum(jnp.arange(1.0, x.size + 1, dtype=x.dtype) * x**2) + jnp.sum(x) + 10.0
+
+
+def rosenbrock(x):
+  return jnp.sum(100.0 * (x[1:] - x[:-1]**2)**2 + (1.0 - x[:-1])**2)
+
+
+PROBLEMS = {
+    "quadratic": (quadratic, lambda dtype: jnp.array([1.0, -2.0, 0.5, 3.0], dtype)),
+    "rosenbrock": (rosenbrock, lambda dtype: jnp.array([-1.2, 1.0, 0.5], dtype)),
+    "pytree": (tree_loss, make_params),
+}
+
+BACKTRACKING = {
+    "defaults": dict(max_backtracking_steps=30),
+    "store_grad_tolerances": dict(max_backtracking_steps=30, slope_rtol=0.3,
+                                  decrease_factor=0.5, increase_factor=2.0,
+                                  max_learning_rate=0.5, atol=1e-6, rtol=1e-4,
+                                  store_grad=True),
+}
+ZOOM = {
+    "defaults": dict(max_linesearch_steps=15),
+    "one_capped": dict(max_linesearch_steps=15, max_learning_rate=0.05,
+                       initial_guess_strategy="one"),
+    "no_approx_tight_curvature": dict(max_linesearch_steps=25, approx_dec_rtol=None,
+                                      curv_rtol=0.1, increase_factor=3.0),
+}
+FACTORIES = {
+    "backtracking": (scale_by_backtracking_linesearch, optax.scale_by_backtracking_linesearch,
+                     BACKTRACKING),
+    "zoom": (scale_by_zoom_linesearch, optax.scale_by_zoom_linesearch, ZOOM),
+}
+# (kind, config, problem, dtype): each config on the problems where it acts (rtol > 0 on
+# positive losses only: a relative tolerance on a negative loss can never be met, and then
+# the step sizes shrink to underflow, where Optax stays at 0 and gradtx restarts).
+CASES = [
+    *(("backtracking", "defaults", problem, "float64") for problem in PROBLEMS),
+    ("backtracking", "defaults", "pytree", "float32"),
+    ("backtracking", "store_grad_tolerances", "quadratic", "float32"),
+    ("backtracking", "store_grad_tolerances", "rosenbrock", "float64"),
+    *(("zoom", "defaults", problem, "float64") for problem in PROBLEMS),
+    ("zoom", "defaults", "pytree", "float32"),
+    ("zoom", "one_capped", "quadratic", "float64"),
+    ("zoom", "one_capped", "rosenbrock", "float32"),
+    ("zoom", "no_approx_tight_curvature", "pytree", "float64"),
+    ("zoom", "no_approx_tight_curvature", "rosenbrock", "float32"),
+]
+
+
+def run(tx, fn, params, steps=STEPS, reuse=False):
+  """Params after each jitted step of ``chain(-grad, tx)``, and the final state."""
+  value_and_grad = value_and_grad_from_state(fn) if reuse else None
+
+  @jax.jit
+  def step(params, state):
+    if reuse:
+      value, grad = value_and_grad(params, state=state)
+    else:
+      value, grad = jax.value_and_grad(fn)(params)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=fn)
+    return jax.tree.map(lambda p, u: p + u, params, updates), state
+
+  state = tx.init(params)
+  path = []
+  for _ in range(steps):
+    params, state = step(params, state)
+    path.append(params)
+  return path, state
+
+
+@pytest.mark.parametrize("kind,config,problem,dtype", CASES)
+def test_iterates_match_optax(kind, config, problem, dtype):
+  ours, theirs, configs = FACTORIES[kind]
+  fn, make = PROBLEMS[problem]
+  with jax.enable_x64(dtype == "float64"):
+    params = make(jnp.dtype(dtype))
+    kwargs = configs[config]
+    path, state = run(combine.chain(scaling.scale(-1.0), ours(**kwargs)), fn, params)
+    expected, optax_state = run(optax.chain(optax.scale(-1.0), theirs(**kwargs)), fn,
+                                params)
+    assert_trajectories_close(path, expected, jnp.dtype(dtype))
+    # atol: the step sizes of searches that never pass the test shrink to underflow.
+    np.testing.assert_allclose(state[1].learning_rate, optax_state[1].learning_rate,
+                               rtol=1e-5, atol=1e-12)
+    assert np.isfinite(fn(path[-1])) and fn(path[-1]) < fn(params)
+
+
+@pytest.mark.parametrize("kind", ["backtracking", "zoom"])
+def test_reuses_the_stored_value_and_gradient(kind):
+  """Every evaluation of the loss is counted by a callback; the line search's own are
+  ``num_fun_evals`` and the caller's only one, at the first step. The reused value and
+  gradient are those at the params."""
+  calls = []
+
+  def fn(x):
+    jax.debug.callback(lambda: calls.append(1))
+    return rosenbrock(x)
+
+  tx = combine.chain(scaling.scale(-1.0), {
+      "backtracking": scale_by_backtracking_linesearch(30, store_grad=True),
+      "zoom": scale_by_zoom_linesearch(15)}[kind])
+  with jax.enable_x64(True):
+    params = jnp.array([-1.2, 1.0, 0.5])
+    path, state = run(tx, fn, params, steps=10, reuse=True)
+    jax.effects_barrier()
+    info = state[1]
+    assert info.num_fun_evals.dtype == jnp.int32
+    assert len(calls) == int(info.num_fun_evals) + 1
+    assert int(info.num_fun_evals) >= 10
+    value, grad = value_and_grad_from_state(rosenbrock)(path[-1], state=state)
+    np.testing.assert_allclose(value, rosenbrock(path[-1]), rtol=1e-12)
+    np.testing.assert_allclose(grad, jax.grad(rosenbrock)(path[-1]), rtol=1e-10)
+
+
+def test_num_fun_evals_counts_each_search():
+  tx = scale_by_zoom_linesearch(15)
+  x = jnp.array([2.0, -1.0])
+  state = tx.init(x)
+  update = jax.jit(lambda u, s, x, v, g: tx.update(u, s, x, value=v, grad=g,
+                                                   value_fn=quadratic))
+  total = 0
+  for _ in range(3):
+    value, grad = jax.value_and_grad(quadratic)(x)
+    updates, state = update(-grad, state, x, value, grad)
+    total += int(state.info.num_linesearch_steps)
+    assert int(state.num_fun_evals) == total
+    x = x + updates
+
+
+def test_value_and_grad_from_state_errors():
+  params = jnp.ones(2)
+  state = scale_by_backtracking_linesearch(5).init(params)  # store_grad=False
+  with pytest.raises(ValueError, match="store_grad=True"):
+    value_and_grad_from_state(quadratic)(params, state=state)
+  with pytest.raises(ValueError, match="no stored value"):
+    value_and_grad_from_state(quadratic)(params, state=(base.EmptyState(),))
+  two = (scale_by_zoom_linesearch(5).init(params),) * 2
+  with pytest.raises(ValueError, match="one line search"):
+    value_and_grad_from_state(quadratic)(params, state=two)
+  # The first call computes: the stored value is inf.
+  zoom_state = scale_by_zoom_linesearch(5).init(params)
+  value, grad = value_and_grad_from_state(quadratic)(params, state=zoom_state)
+  np.testing.assert_allclose(value, quadratic(params))
+  np.testing.assert_allclose(grad, jax.grad(quadratic)(params))
+
+
+def test_extra_args_reach_value_fn_and_others_are_ignored():
+  """``x=``, ``y=`` go to the loss (as in Optax's docstring example); ``unused=`` is
+  ignored (API.md §1), where Optax raises."""
+
+  def fn(params, x, y):
+    return optax.l2_loss(x.dot(params), y)
+
+  params = jnp.array([1.0, 2.0, 3.0])
+  x, y = jnp.array([3.0, 2.0, 1.0]), jnp.array(0.0)
+  for ours, theirs in [(scale_by_zoom_linesearch(15), optax.scale_by_zoom_linesearch(15)),
+                       (scale_by_backtracking_linesearch(15),
+                        optax.scale_by_backtracking_linesearch(15))]:
+    value, grad = jax.value_and_grad(fn)(params, x, y)
+    direction = -grad
+    got, _ = ours.update(direction, ours.init(params), params, value=value, grad=grad,
+                         value_fn=fn, x=x, y=y, unused=1.0)
+    want, _ = theirs.update(direction, theirs.init(params), params, value=value,
+                            grad=grad, value_fn=fn, x=x, y=y)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("factory", [lambda: scale_by_backtracking_linesearch(5),
+                                     lambda: scale_by_zoom_linesearch(5)])
+def test_missing_extra_args_say_what_to_pass(factory):
+  tx = factory()
+  params = jnp.ones(2)
+  state = tx.init(params)
+  with pytest.raises(TypeError, match=r"value_fn=.*the loss as a function of the params"):
+    tx.update(-params, state, params, value=1.0, grad=params)
+  with pytest.raises(TypeError, match=r"value=, grad=, value_fn="):
+    tx.update(-params, state, params)
+  with pytest.raises(ValueError, match="needs the params"):
+    tx.update(-params, state, value=1.0, grad=params, value_fn=quadratic)
+
+
+# --- failures: NaN, non-descent, non-finite directions -----------------------------------
+
+
+def cliff(x):
+  """A bowl around 0 whose loss is NaN beyond ``|x| > 1``: long steps land in NaN."""
+  return jnp.where(jnp.max(jnp.abs(x)) > 1.0, jnp.nan, jnp.sum((x - 0.5)**2))
+
+
+@pytest.mark.parametrize("factory", [
+    lambda: scale_by_backtracking_linesearch(20, max_learning_rate=10.0),
+    lambda: scale_by_zoom_linesearch(20, initial_guess_strategy="one")])
+def test_nan_trial_points_are_never_accepted(factory):
+  tx = factory()
+  x = jnp.array([0.9, -0.9])
+  value, grad = jax.value_and_grad(cliff)(x)
+  direction = -10.0 * grad  # a step of 1 lands in the NaN region
+  updates, state = tx.update(direction, tx.init(x), x, value=value, grad=grad,
+                             value_fn=cliff)
+  assert np.isfinite(cliff(x + updates)) and cliff(x + updates) < value
+  assert np.isfinite(state.value)
+
+
+@pytest.mark.parametrize("factory", [lambda: scale_by_backtracking_linesearch(10),
+                                     lambda: scale_by_zoom_linesearch(10)])
+def test_no_finite_value_gives_a_zero_step_and_recovers(factory):
+  tx = factory()
+  x = jnp.array([0.9, -0.9])
+  value, grad = jax.value_and_grad(cliff)(x)
+  state = tx.init(x)
+  updates, state = tx.update(-1e6 * grad, state, x, value=value, grad=grad, value_fn=cliff)
+  np.testing.assert_array_equal(updates, 0.0)
+  assert state.learning_rate == 0.0
+  # The next search does not stay at a step of 0 (Optax would).
+  updates, state = tx.update(-0.1 * grad, state, x, value=value, grad=grad,
+                             value_fn=cliff)
+  assert state.learning_rate > 0.0 and cliff(x + updates) < value
+
+
+@pytest.mark.parametrize("factory", [lambda: scale_by_backtracking_linesearch(10),
+                                     lambda: scale_by_zoom_linesearch(10)])
+def test_non_finite_direction_gives_a_zero_step(factory):
+  tx = factory()
+  x = jnp.array([0.3, 0.2])
+  value, grad = jax.value_and_grad(quadratic)(x)
+  updates, state = tx.update(jnp.array([jnp.nan, 1.0]), tx.init(x), x, value=value,
+                             grad=grad, value_fn=quadratic)
+  np.testing.assert_array_equal(updates, 0.0)
+  assert np.isfinite(state.value)
+
+
+@pytest.mark.parametrize("factory", [lambda: scale_by_backtracking_linesearch(10),
+                                     lambda: scale_by_zoom_linesearch(10)])
+def test_ascent_direction_never_gives_nan(factory):
+  tx = factory()
+  x = jnp.array([0.3, 0.2])
+  value, grad = jax.value_and_grad(quadratic)(x)
+  updates, state = tx.update(grad, tx.init(x), x, value=value, grad=grad,
+                             value_fn=quadratic)
+  assert np.all(np.isfinite(updates)) and np.isfinite(state.value)
+  assert state.info.decrease_error > 0  # reported as a failed search
+
+
+# --- jit, vmap ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["backtracking", "zoom"])
+def test_vmap_over_a_batch_of_problems(kind):
+  """A batch of quadratics with different curvatures, one line search each."""
+  tx = combine.chain(scaling.scale(-1.0), {
+      "backtracking": scale_by_backtracking_linesearch(30, store_grad=True),
+      "zoom": scale_by_zoom_linesearch(15)}[kind])
+  scales = jnp.array([0.5, 1.0, 4.0])
+
+  def fn(x, scale):
+    return scale * quadratic(x)
+
+  def step(x, state, scale):
+    value, grad = jax.value_and_grad(fn)(x, scale)
+    updates, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=fn,
+                               scale=scale)
+    return x + updates, state
+
+  xs = jnp.stack([jnp.array([1.0, -2.0, 0.5])] * 3)
+  batched = jax.jit(jax.vmap(step))
+  states = jax.vmap(tx.init)(xs)
+  single = jax.jit(step)
+  alone = [(xs[i], tx.init(xs[i])) for i in range(3)]
+  for _ in range(4):
+    xs, states = batched(xs, states, scales)
+    alone = [single(x, s, scales[i]) for i, (x, s) in enumerate(alone)]
+  for i, (x, s) in enumerate(alone):
+    np.testing.assert_allclose(xs[i], x, rtol=1e-5, atol=1e-6)
+    assert int(states[1].num_fun_evals[i]) == int(s[1].num_fun_evals)
+
+
+def test_schedule_hyperparameter():
+  """Every numeric hyperparameter may be a schedule (gradtx's convention)."""
+  tx = scale_by_backtracking_linesearch(10, slope_rtol=lambda count: 1e-4)
+  x = jnp.array([1.0, -1.0])
+  value, grad = jax.value_and_grad(quadratic)(x)
+  updates, _ = jax.jit(lambda s: tx.update(-grad, s, x, value=value, grad=grad,
+                                           value_fn=quadratic))(tx.init(x))
+  assert quadratic(x + updates) < value
+
+
+# --- validation --------------------------------------------------------------------------
+
+INVALID = [
+    (scale_by_backtracking_linesearch, dict(max_backtracking_steps=-1),
+     "max_backtracking_steps must be an integer >= 0"),
+    (scale_by_backtracking_linesearch, dict(max_backtracking_steps=2.5),
+     "max_backtracking_steps must be an integer >= 0"),
+    (scale_by_backtracking_linesearch, dict(max_backtracking_steps=5, slope_rtol=1.0),
+     r"slope_rtol must be in \[0, 1\)"),
+    (scale_by_backtracking_linesearch, dict(max_backtracking_steps=5, decrease_factor=1.0),
+     r"decrease_factor must be in \(0, 1\)"),
+    (scale_by_backtracking_linesearch, dict(max_backtracking_steps=5, increase_factor=0.5),
+     r"increase_factor must be in \[1, inf\]"),
+    (scale_by_backtracking_linesearch, dict(max_backtracking_steps=5, max_learning_rate=0.0),
+     r"max_learning_rate must be in \(0, inf\)"),
+    (scale_by_backtracking_linesearch, dict(max_backtracking_steps=5, atol=-1.0),
+     r"atol must be in \[0, inf\)"),
+    (scale_by_backtracking_linesearch, dict(max_backtracking_steps=5, rtol=float("nan")),
+     r"rtol must be in \[0, inf\)"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=0),
+     "max_linesearch_steps must be an integer >= 1"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=5, max_learning_rate=-1.0),
+     r"max_learning_rate must be in \(0, inf\)"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=5, tol=-1.0),
+     r"tol must be in \[0, inf\)"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=5, increase_factor=1.0),
+     r"increase_factor must be in \(1, inf\)"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=5, slope_rtol=-0.1),
+     r"slope_rtol must be in \[0, 1\)"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=5, curv_rtol=0.0),
+     r"curv_rtol must be in \(0, inf\]"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=5, slope_rtol=0.5, curv_rtol=0.4),
+     "slope_rtol must be <= curv_rtol"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=5, approx_dec_rtol=-1.0),
+     r"approx_dec_rtol must be in \[0, inf\)"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=5, stepsize_precision=-1.0),
+     r"stepsize_precision must be in \[0, inf\)"),
+    (scale_by_zoom_linesearch, dict(max_linesearch_steps=5, initial_guess_strategy="two"),
+     "initial_guess_strategy must be 'one' or 'keep'"),
+]
+
+
+@pytest.mark.parametrize("factory,kwargs,message", INVALID)
+def test_invalid_hyperparameters(factory, kwargs, message):
+  with pytest.raises(ValueError, match=f"{factory.__name__}: {message}"):
+    factory(**kwargs)
+
+
+def test_states_are_optax_named_with_an_evaluation_count():
+  params = make_params()
+  bt = scale_by_backtracking_linesearch(5).init(params)
+  zoom = scale_by_zoom_linesearch(5).init(params)
+  assert isinstance(bt, ScaleByBacktrackingLinesearchState) and bt.grad is None
+  assert isinstance(zoom, ScaleByZoomLinesearchState)
+  assert jax.tree.structure(zoom.grad) == jax.tree.structure(params)
+  for state in (bt, zoom):
+    assert state.num_fun_evals.dtype == jnp.int32 and int(state.num_fun_evals) == 0
+    assert state.value == np.inf
