@@ -1,0 +1,144 @@
+"""Problem families to meta-train and evaluate learned optimizers on.
+
+A family is a distribution over optimisation problems ("optimizees"). The two of
+Andrychowicz et al. 2016, §3.1 and §3.2:
+
+* :func:`quadratic`: ``f(theta) = ||W theta - y||^2`` in 10 dimensions, ``W`` and ``y``
+  with IID standard normal entries, ``theta`` starting at ``N(0, 0.01^2)`` (the
+  initialisation of the authors' code);
+* :func:`digits_mlp`: the paper's small MLP (one hidden layer of 20 sigmoid units,
+  cross-entropy, minibatches of 128), on scikit-learn's 8x8 digits instead of MNIST, so
+  that nothing is downloaded. A problem is a fresh initialisation and a fresh order of
+  minibatches.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx._src import base, validation
+
+
+class ProblemFamily(NamedTuple):
+  """A distribution over problems, written as pure functions (vmappable over problems).
+
+  Attributes:
+    name: short name ("quadratic", "mlp").
+    sample: ``key -> (data, params)``: a problem's data (a pytree of arrays) and its
+      initial params.
+    loss: ``(params, data, step) -> scalar``: the loss the optimizer sees at step ``step``
+      (for stochastic problems, the minibatch of that step).
+    eval_loss: ``(params, data) -> scalar``: the loss reported in evaluations (the full
+      training set for stochastic problems; the same as ``loss`` otherwise).
+  """
+
+  name: str
+  sample: Callable[[jax.Array], tuple[base.PyTree, base.Params]]
+  loss: Callable[[base.Params, base.PyTree, jax.Array], jax.Array]
+  eval_loss: Callable[[base.Params, base.PyTree], jax.Array]
+
+
+def quadratic(num_dims: int = 10, init_scale: float = 0.01) -> ProblemFamily:
+  """Random quadratics ``f(theta) = ||W theta - y||^2`` (Andrychowicz et al. 2016, §3.1).
+
+  ``W`` is ``num_dims x num_dims`` and ``y`` has ``num_dims`` entries, all IID standard
+  normal; ``theta_0 ~ N(0, init_scale^2)``.
+  """
+  validation.integer("quadratic", "num_dims", num_dims)
+  validation.check("quadratic", init_scale=(init_scale, "[0, inf)"))
+
+  def sample(key):
+    kw, ky, kt = jax.random.split(key, 3)
+    data = {"w": jax.random.normal(kw, (num_dims, num_dims)),
+            "y": jax.random.normal(ky, (num_dims,))}
+    return data, init_scale * jax.random.normal(kt, (num_dims,))
+
+  def eval_loss(params, data):
+    return jnp.sum((data["w"] @ params - data["y"])**2)
+
+  def loss(params, data, step):
+    del step
+    return eval_loss(params, data)
+
+  return ProblemFamily("quadratic", sample, loss, eval_loss)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+  try:
+    from sklearn.datasets import load_digits
+  except ImportError as error:  # scikit-learn is an optional dependency
+    raise ImportError("digits_mlp needs scikit-learn: pip install scikit-learn") from error
+  digits = load_digits()
+  return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int32)
+
+
+def digits_mlp(hidden_size: int = 20, batch_size: int = 128) -> ProblemFamily:
+  """A one-hidden-layer sigmoid MLP on scikit-learn's digits (the paper's §3.2 MLP).
+
+  64 inputs (pixels scaled to [0, 1]), ``hidden_size`` sigmoid units, 10 logits, mean
+  softmax cross-entropy over a minibatch of ``batch_size`` images drawn uniformly (with
+  replacement) at every step from the 1,797 digits. Weights start at
+  ``N(0, 1/fan_in)``, biases at 0. ``eval_loss`` is the loss on all 1,797 images.
+  """
+  validation.integer("digits_mlp", "hidden_size", hidden_size)
+  validation.integer("digits_mlp", "batch_size", batch_size)
+  x_all, y_all = _digits()
+  num_examples = len(y_all)
+
+  def sample(key):
+    k1, k2, kb = jax.random.split(key, 3)
+    params = {"w1": jax.random.normal(k1, (64, hidden_size)) / np.sqrt(64.0),
+              "b1": jnp.zeros(hidden_size),
+              "w2": jax.random.normal(k2, (hidden_size, 10)) / np.sqrt(hidden_size),
+              "b2": jnp.zeros(10)}
+    return {"batch_key": jax.random.key_data(kb)}, params
+
+  def cross_entropy(params, x, y):
+    hidden = jax.nn.sigmoid(x @ params["w1"] + params["b1"])
+    logits = hidden @ params["w2"] + params["b2"]
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+  def loss(params, data, step):
+    key = jax.random.fold_in(jax.random.wrap_key_data(data["batch_key"]), step)
+    index = jax.random.randint(key, (batch_size,), 0, num_examples)
+    return cross_entropy(params, jnp.asarray(x_all)[index], jnp.asarray(y_all)[index])
+
+  def eval_loss(params, data):
+    del data
+    return cross_entropy(params, jnp.asarray(x_all), jnp.asarray(y_all))
+
+  return ProblemFamily("mlp", sample, loss, eval_loss)
+
+
+FAMILIES: dict[str, Callable[[], ProblemFamily]] = {"quadratic": quadratic, "mlp": digits_mlp}
+
+
+def get_family(family: str | ProblemFamily) -> ProblemFamily:
+  """A :class:`ProblemFamily` from itself or its name (``"quadratic"``, ``"mlp"``).
+
+  A name gives the same object every time, so that compiled meta-training and evaluation
+  steps (which are keyed on the family) are reused.
+  """
+  if isinstance(family, ProblemFamily):
+    return family
+  if family not in FAMILIES:
+    raise ValueError(f"unknown problem family {family!r}; use one of {sorted(FAMILIES)} "
+                     "or a ProblemFamily")
+  return _default_family(family)
+
+
+@functools.lru_cache(maxsize=None)
+def _default_family(name: str) -> ProblemFamily:
+  return FAMILIES[name]()
+
+
+def sample_problems(family: ProblemFamily, key: jax.Array,
+                    num_problems: int) -> tuple[base.PyTree, base.Params]:
+  """``num_problems`` problems of ``family``: data and initial params, stacked on axis 0."""
+  return jax.vmap(family.sample)(jax.random.split(key, num_problems))
