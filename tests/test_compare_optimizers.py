@@ -1,0 +1,80 @@
+"""examples/compare_optimizers.py (the README's first command) runs and reports honestly.
+
+Tiny settings keep it fast: every optimizer for one epoch of large batches. The numbers
+written to results.json are checked against the table and against the run itself.
+"""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def compare():
+  spec = importlib.util.spec_from_file_location("compare_optimizers",
+                                                EXAMPLES / "compare_optimizers.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_every_optimizer_trains_and_the_outputs_are_written(compare, tmp_path, capsys):
+  assert len(compare.OPTIMIZERS) >= 8
+  report = compare.main(["--epochs", "2", "--batch-size", "256", "--out", str(tmp_path)])
+  out, err = capsys.readouterr()
+
+  names = list(compare.OPTIMIZERS)
+  assert [r["name"] for r in report["results"]] == names
+  assert report["settings"]["steps_per_epoch"] == 1437 // 256
+  for r in report["results"]:
+    assert r["finite"], r["name"]
+    assert len(r["step_losses"]) == 2 * (1437 // 256)
+    # Ten steps from a random init: every optimizer has begun to learn, except the
+    # rectified ones (RAdam, Ranger), whose first steps (rho_t <= 5) are un-adapted
+    # momentum SGD with lr 3e-3.
+    if r["name"] not in ("radam", "ranger"):
+      assert r["final_train_loss"] < r["step_losses"][0], r["name"]
+    assert r["final_train_loss"] == pytest.approx(np.mean(r["step_losses"][-5:]))
+    assert 0.0 <= r["test_accuracy"] <= 1.0 and r["median_step_ms"] > 0
+    assert r["state_bytes"] > 0
+    # The table row shows the same numbers.
+    row = next(line for line in out.splitlines() if line.startswith(r["name"] + " "))
+    assert f"{r['final_train_loss']:.4f}" in row and f"{r['test_accuracy']:.4f}" in row
+  by_name = {r["name"]: r for r in report["results"]}
+  # Adam keeps two moments (plus a count), SGD with momentum one trace: state sizes differ.
+  assert by_name["adam"]["state_bytes"] > by_name["sgd_nesterov_step"]["state_bytes"]
+  assert "|" in err and "2/2 epochs" in err  # the progress bars
+
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert [r["name"] for r in saved["results"]] == names
+  assert saved["results"][0]["step_losses"] == report["results"][0]["step_losses"]
+  png = (tmp_path / "loss_curves.png").read_bytes()
+  assert png.startswith(b"\x89PNG")
+
+
+def test_more_epochs_learn_the_digits(compare, tmp_path, capsys):
+  report = compare.main(["--optimizers", "adam", "--epochs", "8", "--out", str(tmp_path)])
+  capsys.readouterr()
+  (adam,) = report["results"]
+  assert adam["epoch_losses"][-1] < adam["epoch_losses"][0] / 5
+  assert adam["test_accuracy"] > 0.9
+
+
+def test_unknown_optimizer_is_refused_with_the_choices(compare, capsys):
+  with pytest.raises(SystemExit):
+    compare.main(["--optimizers", "adam,lion"])
+  err = capsys.readouterr().err
+  assert "unknown optimizers ['lion']" in err and "ranger" in err
+
+
+def test_missing_matplotlib_names_the_extra(compare, tmp_path, capsys, monkeypatch):
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  assert not compare.plot([], 1, tmp_path / "loss_curves.png")
+  assert 'pip install "gradtx[examples]"' in capsys.readouterr().err
+  assert not (tmp_path / "loss_curves.png").exists()
