@@ -36,6 +36,16 @@ from gradtx._src.flatten import FlattenState, flatten
 from gradtx._src.lookahead import LookaheadState, lookahead, ranger
 from gradtx._src.swats import SwatsState, swats
 from gradtx._src.plateau import ReduceOnPlateauState
+from gradtx._src.linesearch import (BacktrackingLinesearchInfo,
+                                    ScaleByBacktrackingLinesearchState,
+                                    ScaleByZoomLinesearchState, ZoomLinesearchInfo,
+                                    scale_by_backtracking_linesearch,
+                                    scale_by_zoom_linesearch, value_and_grad_from_state)
+from gradtx._src.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
+from gradtx._src.newton import NewtonState, newton
+from gradtx._src.hessian_free import HessianFreeState, hessian_free
+from gradtx._src.minimize import MinimizeResult, minimize
+from gradtx._src.sharding import state_shardings
 from gradtx._src.wrappers import (AccumulateGradientsState, ApplyIfFiniteState,
                                   accumulate_gradients, apply_if_finite)
 from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_schedule,
@@ -45,6 +55,6 @@ from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_s
                               warmup_cosine_decay_schedule,
                               warmup_exponential_decay_schedule, warmup_linear)
 
-from gradtx import landscapes
+from gradtx import landscapes, learned
 
 __version__ = "0.1.0"

@@ -109,13 +109,33 @@ SPECS = {
     "apply_if_finite": ({"inner": gtx.sgd(0.25)},
                         dict(max_consecutive_errors=(2, ("integer", 0)))),
     "accumulate_gradients": ({"inner": gtx.sgd(0.25)}, dict(every_k=(2, ("integer", 1)))),
+    "scale_by_backtracking_linesearch": ({}, dict(
+        max_backtracking_steps=(4, ("integer", 0)), slope_rtol=(0.125, UNIT),
+        decrease_factor=(0.5, "(0, 1)"), increase_factor=(1.5, "[1, inf]"),
+        max_learning_rate=(1.0, "(0, inf)"), atol=(0.0, NONNEG), rtol=(0.0, NONNEG))),
+    "scale_by_zoom_linesearch": ({}, dict(
+        max_linesearch_steps=(4, ("integer", 1)), max_learning_rate=(2.0, "(0, inf)"),
+        tol=(0.0, NONNEG), increase_factor=(2.0, "(1, inf)"), slope_rtol=(2.0**-10, UNIT),
+        curv_rtol=(0.875, "(0, inf]"), approx_dec_rtol=(2.0**-20, NONNEG),
+        stepsize_precision=(2.0**-16, NONNEG))),
+    "scale_by_lbfgs": ({}, dict(memory_size=(3, ("integer", 1)))),
+    "lbfgs": ({}, dict(learning_rate=(0.25, NONNEG), memory_size=(3, ("integer", 1)))),
+    "newton": ({}, dict(damping=(2.0**-10, NONNEG), max_params=(100, ("integer", 1)))),
+    "hessian_free": ({}, dict(damping=(0.5, "(0, inf)"), cg_max_iters=(5, ("integer", 1)),
+                              cg_tol=(2.0**-10, NONNEG), seed=(0, ("integer", 0)))),
 }
+# Hyperparameters that set a shape or a Python-level size: they must be concrete, so the
+# test that traces every hyperparameter keeps them as numbers.
+STATIC = {("scale_by_lbfgs", "memory_size"), ("lbfgs", "memory_size"),
+          ("newton", "max_params"), ("hessian_free", "seed"),
+          ("hessian_free", "cg_max_iters")}
 
 # Public constructors without numeric hyperparameters of their own.
 NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",
                       "centralize", "chain", "named_chain", "masked", "partition",
                       "multiply", "inject_hyperparams", "flatten"}
-NOT_CONSTRUCTORS = {"apply_updates", "global_norm",
+NOT_CONSTRUCTORS = {"apply_updates", "global_norm", "value_and_grad_from_state", "minimize",
+                    "state_shardings",
                     *(set(gtx.schedules.__all__) - {"reduce_on_plateau"})}
 
 
@@ -262,6 +282,10 @@ def _params():
           "b": jnp.asarray([0.125, -0.5, 1.0])}
 
 
+def _value_fn(params):
+  return sum(jnp.sum(jnp.sin(3.0 * p)) for p in jax.tree.leaves(params)) / 3.0 + 1.0
+
+
 def _two_steps(tx):
   """Two updates on fixed gradients; the updates of both steps."""
   params = _params()
@@ -270,8 +294,9 @@ def _two_steps(tx):
   emitted = []
   for g in grads:
     # value=: the loss, for reduce_on_plateau (the others ignore it). Constant: the first
-    # step improves on it, the second does not.
-    updates, state = tx.update(g, state, params, value=jnp.asarray(1.0))
+    # step improves on it, the second does not. grad= and value_fn=: for line searches.
+    updates, state = tx.update(g, state, params, value=jnp.asarray(1.0), grad=g,
+                               value_fn=_value_fn)
     emitted.append(updates)
   return emitted
 
@@ -302,7 +327,8 @@ def test_schedules_are_accepted_and_take_effect(case):
 @pytest.mark.parametrize("name", list(SPECS))
 def test_constructor_inside_jit_with_traced_hyperparameters(name):
   fixed, spec = SPECS[name]
-  numbers = {k: value for k, (value, _) in spec.items()}
+  fixed = {**fixed, **{k: value for k, (value, _) in spec.items() if (name, k) in STATIC}}
+  numbers = {k: value for k, (value, _) in spec.items() if (name, k) not in STATIC}
 
   @jax.jit
   def build_and_run(traced):
