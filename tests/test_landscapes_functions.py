@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gradtx import landscapes
-from gradtx.landscapes import prototypes, schaul
+from gradtx.landscapes import schaul
 
 MINIMA = [(f, m) for f in landscapes.FUNCTIONS.values() for m in f.minima]
 

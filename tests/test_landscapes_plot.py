@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 
 import gradtx as gtx  # noqa: E402
 from gradtx import landscapes  # noqa: E402
-from gradtx.landscapes import __main__ as command, schaul  # noqa: E402
+from gradtx.landscapes import __main__ as command  # noqa: E402
 
 
 def test_trajectory_follows_the_optimizer():

@@ -304,7 +304,6 @@ def build_group(cases: Sequence[Case], seeds: Sequence[int], steps: int) -> Grou
   t = periods if drifting else 1
   kinds = np.array([pad([_KINDS.index(NOISES[n][0]) for n in k.noise], 0) for k in cases])
   sigma = np.array([pad([NOISES[n][1] for n in k.noise], 0.0) for k in cases])
-  drift = np.array([NONSTATIONARITY[k.nonstationarity] for k in cases])
   noise, z_scale, z_noise, z_offset = _draws(
       np.array([k.uid for k in cases], np.uint64), np.asarray(seeds, np.uint64), kinds, sigma,
       steps=steps, periods=t, dim=dim)
