@@ -114,6 +114,14 @@ def full_like(params: Params, value: Any, dtype: Any = None) -> PyTree:
   return jax.tree.map(fill, params)
 
 
+def scalar_dtype(tree: PyTree) -> Any:
+  """The dtype of tree-wide scalars and solver arithmetic: the leaves' widest, and at
+  least float32."""
+  dtypes = [jnp.asarray(x).dtype for x in jax.tree.leaves(tree)]
+  return jnp.promote_types(jnp.result_type(*dtypes) if dtypes else jnp.float32,
+                           jnp.float32)
+
+
 def safe_increment(count: jax.Array) -> jax.Array:
   """``count + 1``, saturating at the dtype's maximum instead of wrapping around."""
   count = jnp.asarray(count)

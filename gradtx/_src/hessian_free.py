@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from gradtx._src import base, validation
 from gradtx._src.combine import chain
 from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src.newton import cast_like, check_value_fn, compute_dtype, ravel
+from gradtx._src.newton import cast_like, check_value_fn, ravel
 
 CURVATURES = ("hessian", "gauss_newton")
 PRECONDITIONERS = (None, "diagonal")
@@ -224,7 +224,7 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
   default_output_fn, default_loss_fn = output_fn, loss_fn
 
   def init(params):
-    dtype = compute_dtype(params)
+    dtype = base.scalar_dtype(params)
     zero = base.zero_count()
     if preconditioner is None:
       diagonal, key = jnp.zeros([0], dtype), jnp.zeros([0], jnp.uint32)
@@ -254,7 +254,7 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
     else:
       check_value_fn(owner, value_fn, "for its Hessian-vector products")
 
-    dtype = compute_dtype(params)
+    dtype = base.scalar_dtype(params)
     x, unravel = ravel(params, dtype)
     g, _ = ravel(updates, dtype)
     as_params = lambda v: cast_like(unravel(v), params)  # noqa: E731

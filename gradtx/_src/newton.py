@@ -49,13 +49,6 @@ class NewtonState(NamedTuple):
   num_hessian_evals: jax.Array
 
 
-def compute_dtype(tree: base.PyTree) -> Any:
-  """The widest floating dtype of the leaves, at least float32."""
-  dtypes = [jnp.asarray(x).dtype for x in jax.tree.leaves(tree)]
-  return jnp.promote_types(jnp.result_type(*dtypes) if dtypes else jnp.float32,
-                           jnp.float32)
-
-
 def ravel(tree: base.PyTree, dtype: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
   """The leaves of ``tree`` in ``dtype``, as one vector, and the function undoing it."""
   return ravel_pytree(jax.tree.map(lambda x: jnp.asarray(x).astype(dtype), tree))
@@ -120,7 +113,7 @@ def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
 
   def init(params):
     check_size(params)
-    dtype = compute_dtype(params)
+    dtype = base.scalar_dtype(params)
     zero = base.zero_count()
     return NewtonState(damping=jnp.asarray(damping, dtype), num_factorizations=zero,
                        num_hessian_evals=zero)
@@ -132,7 +125,7 @@ def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
     check_value_fn(owner, value_fn, "to compute the Hessian")
     check_size(params)
     base.check_same_structure(owner, updates, params)
-    dtype = compute_dtype(params)
+    dtype = base.scalar_dtype(params)
     x, unravel = ravel(params, dtype)
     g, _ = ravel(updates, dtype)
     hessian = jax.hessian(lambda v: value_fn(cast_like(unravel(v), params)))(x)

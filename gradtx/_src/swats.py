@@ -55,13 +55,6 @@ class SwatsState(NamedTuple):
   switch_step: jax.Array
 
 
-def _scalar_dtype(params: base.Params) -> Any:
-  """The dtype of the tree-wide scalars: the params' widest, and at least float32."""
-  dtypes = [jnp.asarray(x).dtype for x in jax.tree.leaves(params)]
-  return jnp.promote_types(jnp.result_type(*dtypes) if dtypes else jnp.float32,
-                           jnp.float32)
-
-
 def _dot(a: base.PyTree, b: base.PyTree, dtype: Any) -> jax.Array:
   return sum((jnp.sum(x.astype(dtype) * y.astype(dtype))
               for x, y in base.stacked_leaves(a, b)),
@@ -105,7 +98,7 @@ def swats(learning_rate: base.ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: floa
                    switch_tol=(switch_tol, "[0, inf]"))
 
   def init(params):
-    dtype = _scalar_dtype(params)
+    dtype = base.scalar_dtype(params)
     return SwatsState(count=base.zero_count(), mu=adaptive._zeros_like(params),
                       nu=adaptive._zeros_like(params),
                       sgd_momentum=adaptive._zeros_like(params),
