@@ -91,3 +91,28 @@ def reference_trajectory(rule, init, params, steps=STEPS, loss_fn=loss):
     states = [tuple(s) for _, *s in outputs]
     path.append(treedef.unflatten([jnp.asarray(x) for x in xs]))
   return path
+
+
+def fresh_value_and_grad(fn):
+  """A ``value_and_grad_from_state``-shaped factory that always evaluates ``fn``."""
+  return lambda params, state: jax.value_and_grad(fn)(params)
+
+
+def solver_path(tx, fn, params, vag, steps):
+  """Params after each jitted full-batch step of ``tx`` on ``fn`` (``value=``, ``grad=``
+  and ``value_fn=`` passed), value and gradient from ``vag(fn)(params, state=state)``;
+  and the final state."""
+  value_and_grad = vag(fn)
+
+  @jax.jit
+  def step(params, state):
+    value, grad = value_and_grad(params, state=state)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=fn)
+    return jax.tree.map(lambda p, u: p + u, params, updates), state
+
+  state = tx.init(params)
+  path = []
+  for _ in range(steps):
+    params, state = step(params, state)
+    path.append(params)
+  return path, state

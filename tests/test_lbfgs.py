@@ -19,7 +19,7 @@ from gradtx._src import base
 from gradtx._src.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
 from gradtx._src.linesearch import (scale_by_backtracking_linesearch,
                                     value_and_grad_from_state)
-from oracles import assert_trajectories_close
+from oracles import assert_trajectories_close, fresh_value_and_grad, solver_path
 
 STEPS = 40
 
@@ -57,20 +57,7 @@ PROBLEMS = {
 
 def run(tx, fn, params, vag, steps=STEPS):
   """Params after each jitted step of ``tx``, value and gradient from ``vag``."""
-  value_and_grad = vag(fn)
-
-  @jax.jit
-  def step(params, state):
-    value, grad = value_and_grad(params, state=state)
-    updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=fn)
-    return jax.tree.map(lambda p, u: p + u, params, updates), state
-
-  state = tx.init(params)
-  path = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    path.append(params)
-  return path, state
+  return solver_path(tx, fn, params, vag, steps)
 
 
 CASES = [
@@ -102,7 +89,7 @@ def test_other_line_searches_match_optax(linesearch):
       "backtracking": (lbfgs(linesearch=scale_by_backtracking_linesearch(20, store_grad=True)),
                        optax.lbfgs(linesearch=optax.scale_by_backtracking_linesearch(
                            20, store_grad=True)))}[linesearch]
-  plain = lambda fn: lambda params, state: jax.value_and_grad(fn)(params)  # noqa: E731
+  plain = fresh_value_and_grad
   with jax.enable_x64(True):
     params = least_squares_start(jnp.float64)
     path, _ = run(ours, least_squares, params, plain, steps=30)

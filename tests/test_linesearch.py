@@ -21,7 +21,7 @@ from gradtx._src.linesearch import (ScaleByBacktrackingLinesearchState,
                                     ScaleByZoomLinesearchState,
                                     scale_by_backtracking_linesearch,
                                     scale_by_zoom_linesearch, value_and_grad_from_state)
-from oracles import assert_trajectories_close
+from oracles import assert_trajectories_close, fresh_value_and_grad, solver_path
 
 STEPS = 50
 
@@ -79,23 +79,8 @@ CASES = [
 
 def run(tx, fn, params, steps=STEPS, reuse=False):
   """Params after each jitted step of ``chain(-grad, tx)``, and the final state."""
-  value_and_grad = value_and_grad_from_state(fn) if reuse else None
-
-  @jax.jit
-  def step(params, state):
-    if reuse:
-      value, grad = value_and_grad(params, state=state)
-    else:
-      value, grad = jax.value_and_grad(fn)(params)
-    updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=fn)
-    return jax.tree.map(lambda p, u: p + u, params, updates), state
-
-  state = tx.init(params)
-  path = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    path.append(params)
-  return path, state
+  vag = value_and_grad_from_state if reuse else fresh_value_and_grad
+  return solver_path(tx, fn, params, vag, steps)
 
 
 @pytest.mark.parametrize("kind,config,problem,dtype", CASES)
