@@ -1,9 +1,28 @@
 """Shared fixtures: mixed-shape pytrees and a deterministic, params-dependent loss."""
 
+import importlib.util
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_script(relative_path):
+  """Imports a script of the repository (``"examples/train_mlp.py"``) as a module, so a
+  test can call its ``main(argv)``; registered in ``sys.modules`` (dataclasses look
+  their module up there)."""
+  path = ROOT / relative_path
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module
+  spec.loader.exec_module(module)
+  return module
 
 
 def make_params(dtype=jnp.float32, seed=0):

@@ -8,28 +8,21 @@ oracle is the same script's uninterrupted run: params and optimizer state must h
 same bits and dtypes in every leaf.
 """
 
-import importlib.util
-import pathlib
-
 import jax
 import numpy as np
 import pytest
 
 import gradtx as gtx
+from conftest import load_script
 
 pytest.importorskip("orbax.checkpoint")
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 STEPS, SAVE_AT = 20, 9
 
 
 @pytest.fixture(scope="module")
 def example():
-  spec = importlib.util.spec_from_file_location("checkpoint_resume",
-                                                EXAMPLES / "checkpoint_resume.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script("examples/checkpoint_resume.py")
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,18 @@ Tiny settings keep it fast: every optimizer for one epoch of large batches. The 
 written to results.json are checked against the table and against the run itself.
 """
 
-import importlib.util
 import json
-import pathlib
 import sys
 
 import numpy as np
 import pytest
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def compare():
-  spec = importlib.util.spec_from_file_location("compare_optimizers",
-                                                EXAMPLES / "compare_optimizers.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script("examples/compare_optimizers.py")
 
 
 def test_every_optimizer_trains_and_the_outputs_are_written(compare, tmp_path, capsys):

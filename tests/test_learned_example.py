@@ -5,22 +5,13 @@ held-out problems) is checked by tests/test_learned.py on a smaller sample, and 
 the example at its default settings.
 """
 
-import importlib.util
-import pathlib
+from conftest import load_script
 
-EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "learned_optimizer.py"
-
-
-def load_example():
-  spec = importlib.util.spec_from_file_location("learned_optimizer", EXAMPLE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def test_learned_optimizer_example_with_tiny_settings(tmp_path, capsys):
   plot = tmp_path / "curves.png"
-  table = load_example().main(["--tiny", "--plot", str(plot)])
+  table = load_script("examples/learned_optimizer.py").main(["--tiny", "--plot", str(plot)])
   out = capsys.readouterr().out
   for name in ["LSTM (quadratic)", "LSTM (mlp)", "Adam", "RMSProp", "SGD+momentum",
                "Nesterov"]:

@@ -2,28 +2,17 @@
 its problems): every problem has every method's row, and every gradtx method reaches the
 tolerance."""
 
-import importlib.util
-import pathlib
-import sys
-
 import pytest
+
+from conftest import load_script
 
 pytest.importorskip("scipy")
 pytest.importorskip("sklearn")
 
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "second_order.py"
-
-
-def load_benchmark():
-  spec = importlib.util.spec_from_file_location("second_order_benchmark", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up there
-  spec.loader.exec_module(module)
-  return module
 
 
 def test_quick_run_has_every_row_and_gradtx_converges(capsys):
-  bench = load_benchmark()
+  bench = load_script("benchmarks/second_order.py")
   # Two of the four --quick problems (an array and a dict of params): compiling all
   # seven methods for all four takes about 45 s on the 2-core CI machine.
   problems = ["rosenbrock-2", "digits-lr-3"]

@@ -1,22 +1,13 @@
 """The second-order examples run with small settings and print what they promise."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name):
-  spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from conftest import load_script
 
 
 def test_logistic_second_order_methods_agree(capsys):
-  results = load_example("logistic_second_order").main(["--classes", "3", "--tol", "1e-6"])
+  results = load_script("examples/logistic_second_order.py").main(
+      ["--classes", "3", "--tol", "1e-6"])
   out = capsys.readouterr().out
   for name in ("lbfgs", "newton", "hessian_free"):
     assert name in out, out
@@ -28,7 +19,7 @@ def test_logistic_second_order_methods_agree(capsys):
 
 
 def test_hessian_free_autoencoder_learns(capsys):
-  errors = load_example("hessian_free_autoencoder").main(
+  errors = load_script("examples/hessian_free_autoencoder.py").main(
       ["--iterations", "4", "--cg-max-iters", "10", "--train-size", "200",
        "--sizes", "64,16,8,16,64"])
   out = capsys.readouterr().out
