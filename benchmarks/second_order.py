@@ -98,7 +98,8 @@ else:
 
 BASELINE = "scipy L-BFGS-B"
 JAXOPT = "jaxopt LBFGS"
-METHODS = (BASELINE, "scipy Newton-CG", "scipy trust-ncg", JAXOPT, "gtx lbfgs",
+OURS = "gtx lbfgs more-thuente"
+METHODS = (BASELINE, "scipy Newton-CG", "scipy trust-ncg", JAXOPT, "gtx lbfgs", OURS,
            "gtx newton", "gtx hessian_free")
 
 
@@ -343,6 +344,8 @@ def hessian_free_products(problem: Problem, tx: gtx.GradientTransformation,
 
 def gradtx_methods(problem: Problem) -> dict[str, gtx.GradientTransformation]:
   return {"gtx lbfgs": gtx.lbfgs(),
+          OURS: gtx.lbfgs(linesearch=gtx.scale_by_more_thuente_linesearch(
+              first_step_length=1.0)),
           "gtx newton": gtx.newton(max_params=max(5000, problem.size)),
           "gtx hessian_free": gtx.hessian_free()}
 

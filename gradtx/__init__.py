@@ -41,6 +41,9 @@ from gradtx._src.linesearch import (BacktrackingLinesearchInfo,
                                     ScaleByZoomLinesearchState, ZoomLinesearchInfo,
                                     scale_by_backtracking_linesearch,
                                     scale_by_zoom_linesearch, value_and_grad_from_state)
+from gradtx._src.more_thuente import (MoreThuenteLinesearchInfo,
+                                      ScaleByMoreThuenteLinesearchState,
+                                      scale_by_more_thuente_linesearch)
 from gradtx._src.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
 from gradtx._src.newton import NewtonState, newton
 from gradtx._src.hessian_free import HessianFreeState, hessian_free

@@ -148,6 +148,9 @@ TRANSFORMS = {
         gtx.scale(-1.0), gtx.scale_by_backtracking_linesearch(10, store_grad=True))),
     "scale_by_zoom_linesearch": lambda: _given_the_loss(gtx.chain(
         gtx.scale(-1.0), gtx.scale_by_zoom_linesearch(10))),
+    "scale_by_more_thuente_linesearch": lambda: _given_the_loss(gtx.chain(
+        gtx.scale(-1.0), gtx.scale_by_more_thuente_linesearch(
+            10, initial_guess_strategy="keep"))),
     "scale_by_lbfgs": lambda: gtx.scale_by_lbfgs(3),
     "lbfgs": lambda: _given_the_loss(gtx.lbfgs(memory_size=3)),
     "newton": lambda: _given_the_loss(gtx.newton()),
@@ -158,7 +161,7 @@ TRANSFORMS = {
 # Searches and solver loops are lax.while_loops, which jax.grad cannot differentiate
 # (in Optax neither).
 NOT_DIFFERENTIABLE = {"scale_by_backtracking_linesearch", "scale_by_zoom_linesearch",
-                      "lbfgs", "newton", "hessian_free"}
+                      "scale_by_more_thuente_linesearch", "lbfgs", "newton", "hessian_free"}
 # Transforms that evaluate the loss themselves: with bfloat16 params the loss is computed
 # in bfloat16, so a float32 run of the same step is no oracle for their numbers.
 EVALUATE_THE_LOSS = NOT_DIFFERENTIABLE

@@ -118,6 +118,10 @@ SPECS = {
         tol=(0.0, NONNEG), increase_factor=(2.0, "(1, inf)"), slope_rtol=(2.0**-10, UNIT),
         curv_rtol=(0.875, "(0, inf]"), approx_dec_rtol=(2.0**-20, NONNEG),
         stepsize_precision=(2.0**-16, NONNEG))),
+    "scale_by_more_thuente_linesearch": ({}, dict(
+        max_linesearch_steps=(4, ("integer", 1)), slope_rtol=(2.0**-10, UNIT),
+        curv_rtol=(0.875, "(0, inf)"), xtol=(0.125, NONNEG),
+        max_learning_rate=(2.0, "(0, inf]"), first_step_length=(1.0, "(0, inf)"))),
     "scale_by_lbfgs": ({}, dict(memory_size=(3, ("integer", 1)))),
     "lbfgs": ({}, dict(learning_rate=(0.25, NONNEG), memory_size=(3, ("integer", 1)))),
     "newton": ({}, dict(damping=(2.0**-10, NONNEG), max_params=(100, ("integer", 1)))),
