@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx._src import base, validation
 from gradtx._src.clipping import global_norm
@@ -180,4 +181,8 @@ def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
   validation.check("minimize", tol=(tol, "[0, inf)"))
   if not isinstance(tx, tuple) or not (hasattr(tx, "init") and hasattr(tx, "update")):
     raise TypeError(f"minimize: tx must be a gradient transformation, got {tx!r}")
-  return _run_jit(fun, tx, x0, jnp.asarray(max_steps, jnp.int32), jnp.asarray(tol))
+  # NumPy and Python scalars, not jnp arrays: each jnp.asarray is a host-to-device
+  # transfer of about 20 us, as much as a small problem's whole loop.
+  if not isinstance(max_steps, jax.core.Tracer):
+    max_steps = np.int32(min(int(max_steps), np.iinfo(np.int32).max))
+  return _run_jit(fun, tx, x0, max_steps, tol)
