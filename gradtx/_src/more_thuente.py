@@ -144,10 +144,11 @@ def dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, brackt, stpmin, stpmax):
   return stx, fx, dx, sty, fy, dy, stpf, brackt
 
 
-# The search's scalars travel through the loop packed in one vector: XLA:CPU runs every
-# separately computed loop output as its own kernel, and dcsrch keeps about twenty.
-_SCALARS = ("count", "done", "accepted", "stp", "f", "d", "stage", "brackt", "stx", "fx",
-            "gx", "sty", "fy", "gy", "stmin", "stmax", "width", "width1", "best_value")
+# The search's scalars travel through the loop packed in one vector, built by selects
+# over its positions (``_pack``) so that XLA computes it in one kernel. As separate loop
+# outputs, or stacked, each scalar is a kernel of its own; XLA:CPU hands independent
+# kernels to other threads, and twenty hand-offs per trial cost more than the trial's
+# arithmetic (a search of one trial: 4.4 us, packed: 3.0 us, on the CI machine).
 
 
 class _Scalars(NamedTuple):
@@ -173,7 +174,12 @@ class _Scalars(NamedTuple):
 
 
 def _pack(scalars: _Scalars, dtype: Any) -> jax.Array:
-  return jnp.stack([jnp.asarray(x).astype(dtype) for x in scalars])
+  """The scalars as one vector, ``vector[i] = scalars[i]``, by selects (one kernel)."""
+  index = jnp.arange(len(scalars))
+  vector = jnp.zeros([len(scalars)], dtype)
+  for i, x in enumerate(scalars):
+    vector = jnp.where(index == i, jnp.asarray(x).astype(dtype), vector)
+  return vector
 
 
 def _unpack(vector: jax.Array) -> _Scalars:
