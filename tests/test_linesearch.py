@@ -95,8 +95,10 @@ def test_iterates_match_optax(kind, config, problem, dtype):
                                 params)
     assert_trajectories_close(path, expected, jnp.dtype(dtype))
     # atol: the step sizes of searches that never pass the test shrink to underflow.
+    # rtol: an interpolated step divides differences of nearby losses; in float32 how
+    # XLA fuses the interpolation (a multiply-add contracted or not) moves it by ~1e-4.
     np.testing.assert_allclose(state[1].learning_rate, optax_state[1].learning_rate,
-                               rtol=1e-5, atol=1e-12)
+                               rtol=1e-4 if dtype == "float32" else 1e-5, atol=1e-12)
     assert np.isfinite(fn(path[-1])) and fn(path[-1]) < fn(params)
 
 

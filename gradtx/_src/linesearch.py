@@ -101,6 +101,22 @@ def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
+def pack_scalars(scalars: Any, dtype: Any) -> jax.Array:
+  """``scalars`` (a sequence) as one vector of ``dtype``, ``vector[i] = scalars[i]``.
+
+  A search loop carries a score of scalars. As separate loop outputs each is a kernel of
+  its own, and XLA:CPU hands independent kernels to other threads, which for scalars
+  costs more than their arithmetic; built by selects over the positions, the vector is
+  one kernel (a one-trial More-Thuente search: 4.4 us -> 3.0 us on the CI machine).
+  Booleans and counts are held as 0/1 and as exact integers of ``dtype``.
+  """
+  index = jnp.arange(len(scalars))
+  vector = jnp.zeros([len(scalars)], dtype)
+  for i, x in enumerate(scalars):
+    vector = jnp.where(index == i, jnp.asarray(x).astype(dtype), vector)
+  return vector
+
+
 def masked_scale(step: jax.Array, updates: base.Updates) -> base.Updates:
   """``step * u``, exactly zero where ``step == 0`` even if ``u`` is not finite."""
   return jax.tree.map(
@@ -638,9 +654,29 @@ def scale_by_zoom_linesearch(
           (s.stepsize, s.value, s.grad))
       return s._replace(stepsize=stepsize, value=new_value, grad=new_grad)
 
-    def step(s):
-      s = jax.lax.cond(s.interval_found, zoom, search_interval, s)
-      return jax.lax.cond(s.failed, take_safe_step, lambda s: s, s)
+    # The loop carries the scalars packed in one vector (pack_scalars).
+    scalar_fields = [f for f in _Zoom._fields if f not in ("grad", "safe_grad")]
+    at = {f: i for i, f in enumerate(scalar_fields)}
+
+    def pack(s):
+      return pack_scalars([getattr(s, f) for f in scalar_fields], dtype), s.grad, s.safe_grad
+
+    def unpack(carry):
+      vector, grad_, safe_grad = carry
+      values = {f: vector[i] for f, i in at.items()}
+      values["count"] = values["count"].astype(jnp.int32)
+      for flag in ("interval_found", "done", "failed"):
+        values[flag] = values[flag] > 0
+      return _Zoom(grad=grad_, safe_grad=safe_grad, **values)
+
+    def packed(phase):
+      return lambda carry: pack(phase(unpack(carry)))
+
+    def step(carry):
+      carry = jax.lax.cond(carry[0][at["interval_found"]] > 0, packed(zoom),
+                           packed(search_interval), carry)
+      return jax.lax.cond(carry[0][at["failed"]] > 0, packed(take_safe_step),
+                          lambda carry: carry, carry)
 
     zero, false, inf = jnp.zeros([], dtype), jnp.asarray(False), jnp.full([], jnp.inf, dtype)
     search = _Zoom(
@@ -651,7 +687,9 @@ def scale_by_zoom_linesearch(
         high=zero, value_high=value_init, slope_high=slope_init,
         cubic_ref=zero, value_cubic_ref=value_init,
         safe_stepsize=zero, safe_value=value_init, safe_grad=grad)
-    search = jax.lax.while_loop(lambda s: ~(s.done | s.failed), step, search)
+    search = unpack(jax.lax.while_loop(
+        lambda carry: (carry[0][at["done"]] == 0) & (carry[0][at["failed"]] == 0), step,
+        pack(search)))
     new_state = ScaleByZoomLinesearchState(
         learning_rate=search.stepsize,
         value=search.value,

@@ -14,7 +14,7 @@ gradient once and updates a few scalars by selects.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from gradtx._src import base, validation
 from gradtx._src.hyperparams import accepts_schedules
 from gradtx._src.linesearch import (check_extra_args, fn_kwargs, masked_scale,
-                                    saturating_add, state_dtype, tree_add_scale,
-                                    tree_sq_norm, tree_vdot)
+                                    pack_scalars, saturating_add, state_dtype,
+                                    tree_add_scale, tree_sq_norm, tree_vdot)
 
 # dcsrch's constants: a bracketing step halves the interval unless it shrank by 0.66;
 # before bracketing, trials are extrapolated between 1.1 and 4 times the last move.
@@ -144,14 +144,10 @@ def dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, brackt, stpmin, stpmax):
   return stx, fx, dx, sty, fy, dy, stpf, brackt
 
 
-# The search's scalars travel through the loop packed in one vector, built by selects
-# over its positions (``_pack``) so that XLA computes it in one kernel. As separate loop
-# outputs, or stacked, each scalar is a kernel of its own; XLA:CPU hands independent
-# kernels to other threads, and twenty hand-offs per trial cost more than the trial's
-# arithmetic (a search of one trial: 4.4 us, packed: 3.0 us, on the CI machine).
-
-
 class _Scalars(NamedTuple):
+  """dcsrch's saved scalars and the search's own; the loop carries them packed in one
+  vector (``pack_scalars``)."""
+
   count: jax.Array  # evaluations so far
   done: jax.Array  # 1 once the search has ended
   accepted: jax.Array  # 1 if it ended by accepting the last trial, else it takes stx
@@ -171,15 +167,6 @@ class _Scalars(NamedTuple):
   width: jax.Array
   width1: jax.Array
   best_value: jax.Array  # the loss at stx (fx is modified in stage 1)
-
-
-def _pack(scalars: _Scalars, dtype: Any) -> jax.Array:
-  """The scalars as one vector, ``vector[i] = scalars[i]``, by selects (one kernel)."""
-  index = jnp.arange(len(scalars))
-  vector = jnp.zeros([len(scalars)], dtype)
-  for i, x in enumerate(scalars):
-    vector = jnp.where(index == i, jnp.asarray(x).astype(dtype), vector)
-  return vector
 
 
 def _unpack(vector: jax.Array) -> _Scalars:
@@ -352,7 +339,7 @@ def scale_by_more_thuente_linesearch(
           f=f, d=d, stage=stage, brackt=brackt, stx=stx, fx=fx, gx=gx, sty=sty, fy=fy,
           gy=gy, stmin=stmin, stmax=stmax, width=width, width1=width1,
           best_value=best_value)
-      return _pack(scalars, dtype), g, best_grad
+      return pack_scalars(scalars, dtype), g, best_grad
 
     zero, width = jnp.zeros([], dtype), stpmax - stpmin
     scalars = _Scalars(
@@ -361,7 +348,7 @@ def scale_by_more_thuente_linesearch(
         stmin=zero, stmax=guess + _XTRAPU * guess, width=width, width1=width / 0.5,
         best_value=finit)
     vector, trial_grad, best_grad = jax.lax.while_loop(
-        lambda carry: carry[0][1] == 0, iterate, (_pack(scalars, dtype), grad, grad))
+        lambda carry: carry[0][1] == 0, iterate, (pack_scalars(scalars, dtype), grad, grad))
     s = _unpack(vector)
     # The last trial if it passed, else stx (no step if nothing decreased the loss, or
     # if the direction is not a descent direction).
