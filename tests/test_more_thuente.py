@@ -31,17 +31,9 @@ from conftest import loss as tree_loss, make_params
 from gradtx._src.minimize import count_fun_evals
 from gradtx._src.more_thuente import (ScaleByMoreThuenteLinesearchState,
                                       scale_by_more_thuente_linesearch)
+from test_linesearch import quadratic, rosenbrock
 
 STEPS = 40
-
-
-def quadratic(x):
-  return 0.5 * jnp.sum(jnp.arange(1.0, x.size + 1, dtype=x.dtype) * x**2) + jnp.sum(x) + 10.0
-
-
-def rosenbrock(x):
-  return jnp.sum(100.0 * (x[1:] - x[:-1]**2)**2 + (1.0 - x[:-1])**2)
-
 
 PROBLEMS = {
     "quadratic": (quadratic, lambda: jnp.array([1.0, -2.0, 0.5, 3.0], jnp.float64)),

@@ -155,6 +155,40 @@ def fn_kwargs(value_fn: ValueFn, extra_args: dict[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in extra_args.items() if k in names}
 
 
+def check_initial_guess_strategy(owner: str, strategy: str) -> None:
+  if strategy not in ("one", "keep"):
+    raise ValueError(f"{owner}: initial_guess_strategy must be 'one' or 'keep', got "
+                     f"{strategy!r}")
+
+
+def initial_wolfe_state(state_type: Any, info_type: Any, params: base.Params) -> Any:
+  """A Wolfe search's state before its first update: step 1, value ``inf``, a zero
+  gradient, ``inf`` errors, no evaluations."""
+  dtype = state_dtype(params)
+  inf = jnp.full([], jnp.inf, dtype)
+  return state_type(
+      learning_rate=jnp.ones([], dtype), value=inf,
+      grad=jax.tree.map(jnp.zeros_like, params),
+      info=info_type(num_linesearch_steps=base.zero_count(), decrease_error=inf,
+                     curvature_error=inf),
+      num_fun_evals=base.zero_count())
+
+
+def wolfe_inputs(owner: str, updates: base.Updates, state: Any, params: base.Params,
+                 value: Any, grad: Any, value_fn: Any, extra_args: dict[str, Any]
+                 ) -> tuple[Callable[..., Any], Any, base.Updates]:
+  """A Wolfe search's checked inputs: ``value_and_grad`` of the loss (with the extras it
+  names), the dtype of the state's scalars, and ``grad`` in the dtypes of the state's."""
+  if params is None:
+    raise ValueError(base.NO_PARAMS_MSG.format(owner))
+  check_extra_args(owner, value, grad, value_fn)
+  base.check_same_structure(owner, updates, params, grad)
+  value_and_grad = jax.value_and_grad(
+      functools.partial(value_fn, **fn_kwargs(value_fn, extra_args)))
+  grad = jax.tree.map(lambda g, p: jnp.asarray(g).astype(p.dtype), grad, state.grad)
+  return value_and_grad, state.learning_rate.dtype, grad
+
+
 # ---------------------------------------------------------------------------------------
 # Backtracking (Armijo).
 # ---------------------------------------------------------------------------------------
@@ -504,31 +538,15 @@ def scale_by_zoom_linesearch(
     validation.check(owner, max_learning_rate=(max_learning_rate, "(0, inf)"))
   if approx_dec_rtol is not None:
     validation.check(owner, approx_dec_rtol=(approx_dec_rtol, "[0, inf)"))
-  if initial_guess_strategy not in ("one", "keep"):
-    raise ValueError(f"{owner}: initial_guess_strategy must be 'one' or 'keep', got "
-                     f"{initial_guess_strategy!r}")
+  check_initial_guess_strategy(owner, initial_guess_strategy)
 
   def init(params):
-    dtype = state_dtype(params)
-    return ScaleByZoomLinesearchState(
-        learning_rate=jnp.ones([], dtype),
-        value=jnp.full([], jnp.inf, dtype),
-        grad=jax.tree.map(jnp.zeros_like, params),
-        info=ZoomLinesearchInfo(num_linesearch_steps=base.zero_count(),
-                                decrease_error=jnp.full([], jnp.inf, dtype),
-                                curvature_error=jnp.full([], jnp.inf, dtype)),
-        num_fun_evals=base.zero_count())
+    return initial_wolfe_state(ScaleByZoomLinesearchState, ZoomLinesearchInfo, params)
 
   def update(updates, state, params=None, *, value=None, grad=None, value_fn=None,
              **extra_args):
-    if params is None:
-      raise ValueError(base.NO_PARAMS_MSG.format(owner))
-    check_extra_args(owner, value, grad, value_fn)
-    base.check_same_structure(owner, updates, params, grad)
-    value_and_grad = jax.value_and_grad(
-        functools.partial(value_fn, **fn_kwargs(value_fn, extra_args)))
-    dtype = state.learning_rate.dtype
-    grad = jax.tree.map(lambda g, p: jnp.asarray(g).astype(p.dtype), grad, state.grad)
+    value_and_grad, dtype, grad = wolfe_inputs(owner, updates, state, params, value, grad,
+                                               value_fn, extra_args)
     value_init = jnp.asarray(value).astype(dtype)
     slope_init = tree_vdot(grad, updates).astype(dtype)
     as_dtype = lambda x: jnp.asarray(x).astype(dtype)  # noqa: E731

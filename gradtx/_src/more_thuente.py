@@ -13,7 +13,6 @@ gradient once and updates a few scalars by selects.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -21,9 +20,9 @@ import jax.numpy as jnp
 
 from gradtx._src import base, validation
 from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src.linesearch import (check_extra_args, fn_kwargs, masked_scale,
-                                    pack_scalars, saturating_add, state_dtype,
-                                    tree_add_scale, tree_sq_norm, tree_vdot)
+from gradtx._src.linesearch import (check_initial_guess_strategy, initial_wolfe_state,
+                                    masked_scale, pack_scalars, saturating_add,
+                                    tree_add_scale, tree_sq_norm, tree_vdot, wolfe_inputs)
 
 # dcsrch's constants: a bracketing step halves the interval unless it shrank by 0.66;
 # before bracketing, trials are extrapolated between 1.1 and 4 times the last move.
@@ -240,32 +239,17 @@ def scale_by_more_thuente_linesearch(
   validation.ordered(owner, "slope_rtol", slope_rtol, "curv_rtol", curv_rtol)
   if first_step_length is not None:
     validation.check(owner, first_step_length=(first_step_length, "(0, inf)"))
-  if initial_guess_strategy not in ("one", "keep"):
-    raise ValueError(f"{owner}: initial_guess_strategy must be 'one' or 'keep', got "
-                     f"{initial_guess_strategy!r}")
+  check_initial_guess_strategy(owner, initial_guess_strategy)
 
   def init(params):
-    dtype = state_dtype(params)
-    return ScaleByMoreThuenteLinesearchState(
-        learning_rate=jnp.ones([], dtype),
-        value=jnp.full([], jnp.inf, dtype),
-        grad=jax.tree.map(jnp.zeros_like, params),
-        info=MoreThuenteLinesearchInfo(num_linesearch_steps=base.zero_count(),
-                                       decrease_error=jnp.full([], jnp.inf, dtype),
-                                       curvature_error=jnp.full([], jnp.inf, dtype)),
-        num_fun_evals=base.zero_count())
+    return initial_wolfe_state(ScaleByMoreThuenteLinesearchState,
+                               MoreThuenteLinesearchInfo, params)
 
   def update(updates, state, params=None, *, value=None, grad=None, value_fn=None,
              **extra_args):
-    if params is None:
-      raise ValueError(base.NO_PARAMS_MSG.format(owner))
-    check_extra_args(owner, value, grad, value_fn)
-    base.check_same_structure(owner, updates, params, grad)
-    value_and_grad = jax.value_and_grad(
-        functools.partial(value_fn, **fn_kwargs(value_fn, extra_args)))
-    dtype = state.learning_rate.dtype
+    value_and_grad, dtype, grad = wolfe_inputs(owner, updates, state, params, value, grad,
+                                               value_fn, extra_args)
     as_dtype = lambda x: jnp.asarray(x).astype(dtype)  # noqa: E731
-    grad = jax.tree.map(lambda g, p: jnp.asarray(g).astype(p.dtype), grad, state.grad)
     finit = as_dtype(value)
     ginit = as_dtype(tree_vdot(grad, updates))
     gtest = slope_rtol * ginit
