@@ -122,6 +122,11 @@ def scalar_dtype(tree: PyTree) -> Any:
                            jnp.float32)
 
 
+def tree_select(pred: Any, on_true: PyTree, on_false: PyTree) -> PyTree:
+  """``jnp.where(pred, a, b)`` leaf by leaf over two trees of one structure."""
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
 def safe_increment(count: jax.Array) -> jax.Array:
   """``count + 1``, saturating at the dtype's maximum instead of wrapping around."""
   count = jnp.asarray(count)

@@ -97,10 +97,6 @@ def saturating_add(count: jax.Array, k: jax.Array) -> jax.Array:
   return jnp.where(count > top - k, top, count + k)
 
 
-def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
-  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
 def pack_scalars(scalars: Any, dtype: Any) -> jax.Array:
   """``scalars`` (a sequence) as one vector of ``dtype``, ``vector[i] = scalars[i]``.
 
@@ -159,6 +155,15 @@ def check_initial_guess_strategy(owner: str, strategy: str) -> None:
   if strategy not in ("one", "keep"):
     raise ValueError(f"{owner}: initial_guess_strategy must be 'one' or 'keep', got "
                      f"{strategy!r}")
+
+
+def initial_guess(strategy: str, state: Any) -> jax.Array:
+  """A Wolfe search's first trial: 1 (``'one'``), or the last accepted step (``'keep'``),
+  1 again after a failed search (step 0)."""
+  dtype = state.learning_rate.dtype
+  if strategy == "one":
+    return jnp.ones([], dtype)
+  return jnp.where(state.learning_rate > 0, state.learning_rate, 1.0).astype(dtype)
 
 
 def initial_wolfe_state(state_type: Any, info_type: Any, params: base.Params) -> Any:
@@ -365,8 +370,8 @@ def scale_by_backtracking_linesearch(
     # A zero step stays at params: keep the value and gradient there.
     new_grad = search.new_grad
     if store_grad:
-      new_grad = _select(failed, jax.tree.map(lambda g, p: jnp.asarray(g).astype(p.dtype),
-                                              grad, new_grad), new_grad)
+      stay = jax.tree.map(lambda g, p: jnp.asarray(g).astype(p.dtype), grad, new_grad)
+      new_grad = base.tree_select(failed, stay, new_grad)
     new_state = ScaleByBacktrackingLinesearchState(
         learning_rate=learning_rate,
         value=jnp.where(failed, value, search.new_value).astype(dtype),
@@ -550,11 +555,7 @@ def scale_by_zoom_linesearch(
     value_init = jnp.asarray(value).astype(dtype)
     slope_init = tree_vdot(grad, updates).astype(dtype)
     as_dtype = lambda x: jnp.asarray(x).astype(dtype)  # noqa: E731
-    if initial_guess_strategy == "one":
-      guess = jnp.ones([], dtype)
-    else:
-      # After a failed search (step 0), start again from 1.
-      guess = jnp.where(state.learning_rate > 0, state.learning_rate, 1.0).astype(dtype)
+    guess = initial_guess(initial_guess_strategy, state)
 
     def on_line(stepsize):
       """Value, gradient and slope of ``phi`` at ``stepsize``: one evaluation."""
@@ -586,14 +587,14 @@ def scale_by_zoom_linesearch(
       new_value, new_grad, new_slope = on_line(stepsize)
       decrease_error, curvature_error = errors(stepsize, new_value, new_slope)
       error = jnp.maximum(decrease_error, curvature_error)
-      safe_stepsize, safe_value, safe_grad = _select(
+      safe_stepsize, safe_value, safe_grad = base.tree_select(
           decrease_error <= tol, (stepsize, new_value, new_grad),
           (s.safe_stepsize, s.safe_value, s.safe_grad))
       high_is_new = (decrease_error > 0.0) | ((new_value >= s.value) & (s.count > 0))
       low_is_new = (new_slope >= 0.0) & ~high_is_new
       previous = (s.stepsize, s.value, s.slope)
       new = (stepsize, new_value, new_slope)
-      low, high = _select(low_is_new, (new, previous), (previous, new))
+      low, high = base.tree_select(low_is_new, (new, previous), (previous, new))
       interval_found = high_is_new | low_is_new | (error <= tol)
       # At the largest step with no interval: the curvature test could only hold at a
       # larger step, so take this one.
@@ -628,7 +629,7 @@ def scale_by_zoom_linesearch(
       new_value, new_grad, new_slope = on_line(middle)
       decrease_error, curvature_error = errors(middle, new_value, new_slope)
       done = jnp.maximum(decrease_error, curvature_error) <= tol
-      safe_stepsize, safe_value, safe_grad = _select(
+      safe_stepsize, safe_value, safe_grad = base.tree_select(
           (decrease_error <= tol) & (new_value < s.safe_value),
           (middle, new_value, new_grad), (s.safe_stepsize, s.safe_value, s.safe_grad))
 
@@ -638,11 +639,11 @@ def scale_by_zoom_linesearch(
       old_low = (s.low, s.value_low, s.slope_low)
       old_high = (s.high, s.value_high, s.slope_high)
       new = (middle, new_value, new_slope)
-      high = _select(high_is_middle, new, old_high)
-      high = _select(high_is_low, old_low, high)
-      low = _select(low_is_middle, new, old_low)
-      cubic_ref, value_cubic_ref = _select(high_is_middle | high_is_low,
-                                           (s.high, s.value_high), (s.low, s.value_low))
+      high = base.tree_select(high_is_middle, new, old_high)
+      high = base.tree_select(high_is_low, old_low, high)
+      low = base.tree_select(low_is_middle, new, old_low)
+      cubic_ref, value_cubic_ref = base.tree_select(
+          high_is_middle | high_is_low, (s.high, s.value_high), (s.low, s.value_low))
       # A bracket below the precision ends the search only once a step with sufficient
       # decrease is known: very steep functions need very small steps.
       presumably_failed = ((s.count + 1) >= max_linesearch_steps) | (
@@ -667,7 +668,7 @@ def scale_by_zoom_linesearch(
         _cond_print(~use_safe, f"{owner}: no step with sufficient decrease found (slope "
                     "at 0: {slope}); taking step {eta} anyway.", slope=slope_init,
                     eta=s.stepsize)
-      stepsize, new_value, new_grad = _select(
+      stepsize, new_value, new_grad = base.tree_select(
           use_safe, (s.safe_stepsize, s.safe_value, s.safe_grad),
           (s.stepsize, s.value, s.grad))
       return s._replace(stepsize=stepsize, value=new_value, grad=new_grad)

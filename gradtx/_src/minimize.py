@@ -122,7 +122,7 @@ def _run(fun: Callable[[base.Params], jax.Array], tx: base.GradientTransformatio
                                  lambda p: like_carry(*value_and_grad(p)), params)
       own_evals = c.own_evals + jnp.where(reuse, 0, 1).astype(jnp.int32)
     ok = _all_finite(value, grad)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+    keep = lambda new, old: base.tree_select(ok, new, old)  # noqa: E731
     return _Carry(params=keep(params, c.params), state=state,
                   value=keep(value, c.value), grad=keep(grad, c.grad),
                   num_steps=c.num_steps + ok.astype(jnp.int32), own_evals=own_evals,

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 
 from gradtx._src import base, validation
 from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src.linesearch import (check_initial_guess_strategy, initial_wolfe_state,
-                                    masked_scale, pack_scalars, saturating_add,
-                                    tree_add_scale, tree_sq_norm, tree_vdot, wolfe_inputs)
+from gradtx._src.linesearch import (check_initial_guess_strategy, initial_guess,
+                                    initial_wolfe_state, masked_scale, pack_scalars,
+                                    saturating_add, tree_add_scale, tree_sq_norm, tree_vdot,
+                                    wolfe_inputs)
 
 # dcsrch's constants: a bracketing step halves the interval unless it shrank by 0.66;
 # before bracketing, trials are extrapolated between 1.1 and 4 times the last move.
@@ -168,6 +169,9 @@ class _Scalars(NamedTuple):
   best_value: jax.Array  # the loss at stx (fx is modified in stage 1)
 
 
+_DONE = _Scalars._fields.index("done")
+
+
 def _unpack(vector: jax.Array) -> _Scalars:
   return _Scalars(*(vector[i] for i in range(len(_Scalars._fields))))
 
@@ -255,10 +259,7 @@ def scale_by_more_thuente_linesearch(
     gtest = slope_rtol * ginit
     stpmin, stpmax = jnp.zeros([], dtype), as_dtype(max_learning_rate)
 
-    if initial_guess_strategy == "one":
-      guess = jnp.ones([], dtype)
-    else:
-      guess = jnp.where(state.learning_rate > 0, state.learning_rate, 1.0)
+    guess = initial_guess(initial_guess_strategy, state)
     if first_step_length is not None:
       # The first search (the state's value is still inf): a step of that length.
       sq_norm = as_dtype(tree_sq_norm(updates))
@@ -302,7 +303,7 @@ def scale_by_more_thuente_linesearch(
       brackt = brackt | ~finite
       moved = finite & (stx == stp)
       best_value = jnp.where(moved, f, s.best_value)
-      best_grad = jax.tree.map(lambda a, b: jnp.where(moved, a, b), g, best_grad)
+      best_grad = base.tree_select(moved, g, best_grad)
 
       # Bisect if the bracket did not shrink enough over two steps; keep trials inside
       # the bracket, or within the extrapolation bounds before bracketing.
@@ -332,7 +333,8 @@ def scale_by_more_thuente_linesearch(
         stmin=zero, stmax=guess + _XTRAPU * guess, width=width, width1=width / 0.5,
         best_value=finit)
     vector, trial_grad, best_grad = jax.lax.while_loop(
-        lambda carry: carry[0][1] == 0, iterate, (pack_scalars(scalars, dtype), grad, grad))
+        lambda carry: carry[0][_DONE] == 0, iterate,
+        (pack_scalars(scalars, dtype), grad, grad))
     s = _unpack(vector)
     # The last trial if it passed, else stx (no step if nothing decreased the loss, or
     # if the direction is not a descent direction).
@@ -340,7 +342,7 @@ def scale_by_more_thuente_linesearch(
     stepsize = jnp.where(accepted, s.stp, s.stx)
     value_out = jnp.where(accepted, s.f, s.best_value)
     slope_out = jnp.where(accepted, s.d, s.gx)
-    grad_out = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), trial_grad, best_grad)
+    grad_out = base.tree_select(accepted, trial_grad, best_grad)
     decrease_error = jnp.maximum(value_out - finit - stepsize * gtest, 0.0)
     curvature_error = jnp.maximum(jnp.abs(slope_out) - curv_rtol * jnp.abs(ginit), 0.0)
     count = s.count.astype(jnp.int32)

@@ -144,8 +144,7 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
                  / count).astype(state.avg_value.dtype)
     accumulating = state._replace(count=count, avg_value=avg_value)
     evaluated = evaluate(state, avg_value)
-    state = jax.tree.map(lambda e, a: jnp.where(count >= accumulation_size, e, a),
-                         evaluated, accumulating)
+    state = base.tree_select(count >= accumulation_size, evaluated, accumulating)
     updates = base.map_leaves(owner, lambda u, scale: scale * u, updates, scale=state.scale)
     return updates, state
 

@@ -73,7 +73,7 @@ def _unroll_one(meta_params, family, data, params, state, start, *, unroll, hori
       grad = jax.lax.stop_gradient(grad)
     updates, new_state = tx.update(grad, state, params)
     active = t < horizon
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)  # noqa: E731
+    keep = lambda new, old: base.tree_select(active, new, old)  # noqa: E731
     carry = (keep(base.apply_updates(params, updates), params), keep(new_state, state))
     return carry, jnp.where(active, value, 0.0)
 
