@@ -138,9 +138,15 @@ def scale_by_lbfgs(memory_size: int = 10,
                             jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.where(sq_norm > 0, sq_norm, 1.0))),
                             1.0)
     if scale_init_precond:
-      numerator = tree_vdot(diff_updates, diff_params)
+      # <y, s>, already reduced for the weight (it differs from the masked pair's only
+      # at the first step, where first_scale is used); a reduction less keeps the step's
+      # kernel graph narrow enough for XLA:CPU to run it on one thread (README, second
+      # order).
+      numerator = curvature
       denominator = tree_sq_norm(diff_updates)
-      identity_scale = jnp.where(denominator > 0.0, numerator / denominator, 1.0)
+      # (The inner where keeps jax.grad finite at the first step, where both are 0.)
+      identity_scale = jnp.where(
+          denominator > 0.0, numerator / jnp.where(denominator > 0.0, denominator, 1.0), 1.0)
       identity_scale = jnp.where(first, first_scale, identity_scale)
     else:
       identity_scale = 1.0

@@ -706,9 +706,19 @@ def scale_by_zoom_linesearch(
         high=zero, value_high=value_init, slope_high=slope_init,
         cubic_ref=zero, value_cubic_ref=value_init,
         safe_stepsize=zero, safe_value=value_init, safe_grad=grad)
+    # The loop's first iteration (phase 1's first trial, then the failure test) before
+    # the loop: most quasi-Newton steps take that trial, and the loop then costs one test
+    # of its condition instead of an iteration (a 100-parameter L-BFGS step on XLA:CPU
+    # runs about a third faster). In a cond, so that XLA compiles the trial as in the loop
+    # (and Optax's), not fused with the code around it, which would round differently;
+    # where the value at params is not finite the loop takes the first trial itself.
+    carry = jax.lax.cond(jnp.isfinite(value_init), packed(search_interval),
+                         lambda carry: carry, pack(search))
+    carry = jax.lax.cond(carry[0][at["failed"]] > 0, packed(take_safe_step),
+                         lambda carry: carry, carry)
     search = unpack(jax.lax.while_loop(
         lambda carry: (carry[0][at["done"]] == 0) & (carry[0][at["failed"]] == 0), step,
-        pack(search)))
+        carry))
     new_state = ScaleByZoomLinesearchState(
         learning_rate=search.stepsize,
         value=search.value,

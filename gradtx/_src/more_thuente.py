@@ -332,9 +332,13 @@ def scale_by_more_thuente_linesearch(
         stage=1, brackt=False, stx=zero, fx=finit, gx=ginit, sty=zero, fy=finit, gy=ginit,
         stmin=zero, stmax=guess + _XTRAPU * guess, width=width, width1=width / 0.5,
         best_value=finit)
+    carry = (pack_scalars(scalars, dtype), grad, grad)
+    # The first trial outside the loop (none along a direction that is not a descent
+    # direction): most quasi-Newton steps take it, and the loop then costs one test of
+    # its condition.
+    carry = jax.lax.cond(carry[0][_DONE] == 0, iterate, lambda carry: carry, carry)
     vector, trial_grad, best_grad = jax.lax.while_loop(
-        lambda carry: carry[0][_DONE] == 0, iterate,
-        (pack_scalars(scalars, dtype), grad, grad))
+        lambda carry: carry[0][_DONE] == 0, iterate, carry)
     s = _unpack(vector)
     # The last trial if it passed, else stx (no step if nothing decreased the loss, or
     # if the direction is not a descent direction).
