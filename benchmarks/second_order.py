@@ -47,11 +47,18 @@ one thread (``--blas-threads``, by threadpoolctl): SciPy's OpenBLAS serves both 
 jaxlib's LAPACK calls (the Cholesky of ``gtx.newton``), and its two threads, contending
 with XLA's on a busy 2-core machine, made single small calls take 0.1-0.3 s.
 
+Nearby starts (``--starts``, 20 by default): evaluation counts to the tolerance of
+L-BFGS-B, jaxopt and the two gradtx L-BFGS configurations from ``x0`` and from starts
+``x0 + 1e-6 (1 + |x0|) N(0, 1)``, each its own run. On a problem whose iterates amplify
+rounding (100-D Rosenbrock) the count from one start depends on how the rounding of each
+implementation falls; the mean over nearby starts does not.
+
 A method whose final value is above the best of its problem (relative 1e-6) is listed
 below the table with ``*``: it stopped at another stationary point (on ``rosenbrock-100`` Newton's method and
 Hessian-free reach the local minimum near ``(-1, 1, ..., 1)``, f = 3.9866).
 
-    python benchmarks/second_order.py              # the problems above, 7 repeats
+    python benchmarks/second_order.py              # the problems above, 7 repeats, and
+                                                   # evaluations from 20 nearby starts
     python benchmarks/second_order.py --quick      # smaller problems, 1 repeat: a smoke run
     python benchmarks/second_order.py --linesearch-study   # gradtx lbfgs variants
 """
@@ -462,6 +469,59 @@ def linesearch_variants() -> dict[str, gtx.GradientTransformation]:
   }
 
 
+STUDY_METHODS = (BASELINE, JAXOPT, "gtx lbfgs", OURS)
+
+
+def nearby_starts(problem: Problem, count: int, seed: int = 0) -> list[Any]:
+  """``count`` starts next to ``problem.x0``: ``x0 + 1e-6 (1 + |x0|) xi``, ``xi`` standard
+  normal, the first of them ``x0`` itself."""
+  rng = np.random.default_rng(seed)
+  starts = [problem.x0]
+  for _ in range(count - 1):
+    starts.append(jax.tree.map(
+        lambda x: x + 1e-6 * (1.0 + jnp.abs(x)) * jnp.asarray(rng.standard_normal(x.shape)),
+        problem.x0))
+  return starts
+
+
+def starts_study(problem: Problem, count: int, tol: float, max_steps: int
+                 ) -> dict[str, list[int]]:
+  """Evaluations to the tolerance from each of ``count`` nearby starts, per method of
+  ``STUDY_METHODS`` (each start its own run, as a user would make it: not vmapped)."""
+  starts = nearby_starts(problem, count)
+  counts: dict[str, list[int]] = {}
+  txs = gradtx_methods(problem)
+  for name in STUDY_METHODS:
+    if name == BASELINE and scipy is not None:
+      run_one = lambda x0: scipy_runner(  # noqa: E731
+          dataclasses.replace(problem, x0=x0), "L-BFGS-B", tol, max_steps)[0]()
+    elif name == JAXOPT and jaxopt is not None:
+      solve = jax.jit(jaxopt.LBFGS(fun=problem.fun, tol=tol, maxiter=max_steps).run)
+      run_one = lambda x0, solve=solve: dict(  # noqa: E731
+          fevals=int(solve(x0)[1].num_fun_eval))
+    elif name.startswith("gtx"):
+      tx = txs[name]
+      run_one = lambda x0, tx=tx: dict(fevals=int(gtx.minimize(  # noqa: E731
+          problem.fun, x0, tx, max_steps=max_steps, tol=tol).num_fun_evals))
+    else:
+      continue
+    counts[name] = [run_one(x0)["fevals"] for x0 in starts]
+  return counts
+
+
+def print_starts_study(problem: Problem, counts: dict[str, list[int]]) -> None:
+  baseline = np.asarray(counts.get(BASELINE, []))
+  print(f"  {problem.name}, {len(next(iter(counts.values())))} starts:")
+  for name, values in counts.items():
+    values = np.asarray(values)
+    line = (f"    {name:<24} f evals mean {values.mean():8.1f}  median {np.median(values):7.1f}"
+            f"  min {values.min():5d}  max {values.max():5d}")
+    if baseline.size and name != BASELINE:
+      line += (f"  <= L-BFGS-B on {np.mean(values <= baseline):4.0%} of starts, mean "
+               f"difference {np.mean(values - baseline):+.1f}")
+    print(line)
+
+
 def versions() -> str:
   names = ["jax", "jaxlib", "numpy", "scipy", "scikit-learn", "jaxopt"]
   found = []
@@ -488,10 +548,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
                       help="comma-separated method names (default: all)")
   parser.add_argument("--blas-threads", type=int, default=1,
                       help="OpenBLAS threads (SciPy's, which jaxlib's LAPACK calls also use)")
+  parser.add_argument("--starts", type=int, default=None,
+                      help="also count evaluations from this many nearby starts (x0 and "
+                           "x0 + 1e-6 (1 + |x0|) N(0, 1); default 20, 0 with --quick)")
   parser.add_argument("--linesearch-study", action="store_true",
                       help="add gradtx L-BFGS rows with other zoom line search settings")
   args = parser.parse_args(argv)
   repeats = args.repeats if args.repeats is not None else (1 if args.quick else 7)
+  starts = args.starts if args.starts is not None else (0 if args.quick else 20)
   methods = tuple(METHODS if args.methods is None
                   else [m.strip() for m in args.methods.split(",")])
 
@@ -507,9 +571,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
         f"max {args.max_steps} steps; time: median of {repeats} runs")
 
   rows: list[Row] = []
-  limits = (contextlib.nullcontext() if threadpoolctl is None or args.blas_threads <= 0
+
+  def limits():
+    return (contextlib.nullcontext() if threadpoolctl is None or args.blas_threads <= 0
             else threadpoolctl.threadpool_limits(args.blas_threads, user_api="blas"))
-  with limits, jax.enable_x64(True):
+
+  with limits(), jax.enable_x64(True):
     problems = make_problems(args.quick)
     if args.problems is not None:
       wanted = {p.strip() for p in args.problems.split(",")}
@@ -537,6 +604,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
   print("\ngoal (f evals <= SciPy L-BFGS-B, time < jaxopt):")
   for line in goal_lines(rows):
     print(line)
+  if starts > 0:
+    print(f"\nf evals from {starts} nearby starts (the first is x0; each run separately):")
+    with limits(), jax.enable_x64(True):
+      for problem in problems:
+        print_starts_study(problem, starts_study(problem, starts, args.tol,
+                                                 args.max_steps))
   return rows
 
 
