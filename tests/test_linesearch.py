@@ -234,6 +234,21 @@ def test_no_finite_value_gives_a_zero_step_and_recovers(factory):
   assert state.learning_rate > 0.0 and cliff(x + updates) < value
 
 
+def test_zoom_with_a_non_finite_value_at_params_searches_to_its_limit_and_stays():
+  """No trial passes the decrease test against a NaN value at params, so the search takes
+  its ``max_linesearch_steps`` evaluations and then no step. (The first of them is the
+  loop's: the trial run before the loop is skipped when the value at params is not
+  finite.)"""
+  tx = scale_by_zoom_linesearch(7)
+  x = jnp.array([0.3, 0.2])
+  grad = jax.grad(quadratic)(x)
+  updates, state = jax.jit(lambda x, v, g: tx.update(-g, tx.init(x), x, value=v, grad=g,
+                                                     value_fn=quadratic))(x, jnp.nan, grad)
+  np.testing.assert_array_equal(updates, 0.0)
+  assert state.learning_rate == 0.0
+  assert int(state.info.num_linesearch_steps) == 7 and int(state.num_fun_evals) == 7
+
+
 @pytest.mark.parametrize("factory", [lambda: scale_by_backtracking_linesearch(10),
                                      lambda: scale_by_zoom_linesearch(10)])
 def test_non_finite_direction_gives_a_zero_step(factory):
