@@ -54,8 +54,9 @@ rounding (100-D Rosenbrock) the count from one start depends on how the rounding
 implementation falls; the mean over nearby starts does not.
 
 A method whose final value is above the best of its problem (relative 1e-6) is listed
-below the table with ``*``: it stopped at another stationary point (on ``rosenbrock-100`` Newton's method and
-Hessian-free reach the local minimum near ``(-1, 1, ..., 1)``, f = 3.9866).
+below the table with ``*``: it stopped at another stationary point (on ``rosenbrock-100``
+Newton's method and Hessian-free reach the local minimum near ``(-1, 1, ..., 1)``,
+f = 3.9866).
 
     python benchmarks/second_order.py              # the problems above, 7 repeats, and
                                                    # evaluations from 20 nearby starts

@@ -140,8 +140,8 @@ def scale_by_lbfgs(memory_size: int = 10,
     if scale_init_precond:
       # <y, s>, already reduced for the weight (it differs from the masked pair's only
       # at the first step, where first_scale is used); a reduction less keeps the step's
-      # kernel graph narrow enough for XLA:CPU to run it on one thread (README, second
-      # order).
+      # kernel graph narrow enough for XLA:CPU to run it on one thread
+      # (benchmarks/README.md, "Two speeds of XLA:CPU").
       numerator = curvature
       denominator = tree_sq_norm(diff_updates)
       # (The inner where keeps jax.grad finite at the first step, where both are 0.)
