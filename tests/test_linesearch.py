@@ -14,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from conftest import loss as tree_loss, make_params
 from gradtx._src import base, combine, scaling
+from gradtx._src.lbfgs import scale_by_lbfgs
 from gradtx._src.linesearch import (ScaleByBacktrackingLinesearchState,
                                     ScaleByZoomLinesearchState,
                                     scale_by_backtracking_linesearch,
@@ -374,3 +376,117 @@ def test_states_are_optax_named_with_an_evaluation_count():
   for state in (bt, zoom):
     assert state.num_fun_evals.dtype == jnp.int32 and int(state.num_fun_evals) == 0
     assert state.value == np.inf
+
+
+# --- backtracking with the curvature check (weak Wolfe) ----------------------------------
+
+
+def weak_wolfe_reference(f, df, x, d, guess, c1, c2, shrink, max_step, max_steps):
+  """A NumPy transcription of the weak Wolfe bracketing of Lewis & Overton (2013, section
+  4.2), with Armijo backtracking by ``shrink`` below an upper bound only and growth by
+  ``1 / shrink`` above a lower bound only, as ``curv_rtol`` documents. Returns the step
+  taken and the number of evaluations."""
+  f0, slope = f(x), df(x) @ d
+  t, low, high, low_ok = guess, 0.0, np.inf, None
+  for count in range(1, max_steps + 2):
+    ft, st = f(x + t * d), df(x + t * d) @ d
+    decreases = ft - f0 - t * c1 * slope <= 0.0
+    if decreases and (st >= c2 * slope or t >= max_step):
+      return t, count
+    if decreases:
+      low, low_ok = t, t
+    else:
+      high = t
+    if count > max_steps:
+      break
+    if np.isinf(high):
+      t = min(low / shrink, max_step)
+    elif low > 0:
+      t = 0.5 * (low + high)
+    else:
+      t = shrink * high
+  return (low_ok, count) if low_ok is not None else (t, count)
+
+
+@pytest.mark.parametrize("problem", ["quadratic", "rosenbrock", "pytree"])
+def test_curvature_check_matches_a_numpy_transcription(problem):
+  """Steepest descent scaled so that the first trials are too short (the search expands)
+  or too long (it backtracks, then bisects), 40 steps: the step sizes and evaluation
+  counts of a NumPy transcription of the bracketing, on its own evaluations of the loss
+  at gradtx's iterates."""
+  fn, make = PROBLEMS[problem]
+  c1, c2, shrink, max_step = 1e-4, 0.5, 0.6, 20.0
+  with jax.enable_x64(True):
+    params = make(jnp.float64)
+    _, unravel = ravel_pytree(params)
+    f = lambda v: float(fn(unravel(jnp.asarray(v))))  # noqa: E731
+    df = lambda v: np.asarray(ravel_pytree(  # noqa: E731
+        jax.grad(fn)(unravel(jnp.asarray(v))))[0])
+    tx = scale_by_backtracking_linesearch(
+        12, slope_rtol=c1, decrease_factor=shrink, increase_factor=2.0,
+        max_learning_rate=max_step, store_grad=True, curv_rtol=c2)
+    step = jax.jit(lambda p, s, v, g, scale: tx.update(
+        jax.tree.map(lambda x: -scale * x, g), s, p, value=v, grad=g, value_fn=fn))
+    state = tx.init(params)
+    expanded = bisected = 0
+    for k in range(40):
+      value, grad = jax.value_and_grad(fn)(params)
+      scale = (1e-3, 3.0)[k % 2]  # alternately far too short and far too long
+      guess = min(2.0 * float(state.learning_rate), max_step)
+      if float(state.learning_rate) == 0:
+        guess = max_step
+      x = np.asarray(ravel_pytree(params)[0])
+      d = -scale * df(x)
+      expected_step, expected_count = weak_wolfe_reference(f, df, x, d, guess, c1, c2, shrink,
+                                                           max_step, 12)
+      updates, state = step(params, state, value, grad, scale)
+      assert int(state.info.num_linesearch_steps) == expected_count, k
+      np.testing.assert_allclose(float(state.learning_rate), expected_step, rtol=1e-12)
+      expanded += expected_step > guess
+      bisected += expected_count > 2 and expected_step < guess
+      new_params = jax.tree.map(lambda p, u: p + u, params, updates)
+      # The state's gradient is the one at the new params (kept for the next step).
+      np.testing.assert_allclose(ravel_pytree(state.grad)[0],
+                                 df(np.asarray(ravel_pytree(new_params)[0])),
+                                 rtol=1e-12, atol=1e-12)
+      params = new_params
+    assert expanded > 0 and bisected > 0, (expanded, bisected)
+
+
+def test_curvature_check_accepts_only_weak_wolfe_steps():
+  """From a direction 1000x too short, the search grows the step until the slope has
+  flattened to ``c2`` of its start; the search without the check takes the first trial."""
+  with jax.enable_x64(True):
+    x = jnp.array([1.0, -2.0, 0.5, 3.0])
+    value, grad = jax.value_and_grad(quadratic)(x)
+    d = -1e-3 * grad
+    for c2, expect_longer in ((None, False), (0.5, True)):
+      tx = scale_by_backtracking_linesearch(30, max_learning_rate=1e4, curv_rtol=c2)
+      updates, state = tx.update(d, tx.init(x), x, value=value, grad=grad,
+                                 value_fn=quadratic)
+      slope0 = float(jnp.vdot(grad, d))
+      slope = float(jnp.vdot(jax.grad(quadratic)(x + updates), d))
+      assert quadratic(x + updates) <= value + 1e-4 * float(state.learning_rate) * slope0
+      assert (slope >= 0.5 * slope0) == expect_longer
+      assert (float(state.learning_rate) > 1.5) == expect_longer
+
+
+def test_curvature_check_keeps_lbfgs_pairs_positive():
+  """L-BFGS with backtracking reaches the Rosenbrock minimum; with the curvature check no
+  pair in its memory has <s, y> <= 0 at any step."""
+  with jax.enable_x64(True):
+    tx = combine.chain(
+        scale_by_lbfgs(), scaling.scale(-1.0),
+        scale_by_backtracking_linesearch(30, store_grad=True, curv_rtol=0.9))
+    x = jnp.array([-1.2, 1.0, -1.2, 1.0])
+    path, state = solver_path(tx, rosenbrock, x, value_and_grad_from_state, 60)
+    np.testing.assert_allclose(path[-1], 1.0, atol=1e-6)
+    assert np.all(np.asarray(state[0].weights_memory) >= 0)
+
+
+@pytest.mark.parametrize("curv_rtol,match", [
+    (1.0, r"curv_rtol must be in \(0, 1\)"), (0.0, r"curv_rtol must be in \(0, 1\)"),
+    (1e-5, "slope_rtol")])
+def test_curvature_check_validation(curv_rtol, match):
+  with pytest.raises(ValueError, match=match):
+    scale_by_backtracking_linesearch(10, curv_rtol=curv_rtol)

@@ -112,7 +112,8 @@ SPECS = {
     "scale_by_backtracking_linesearch": ({}, dict(
         max_backtracking_steps=(4, ("integer", 0)), slope_rtol=(0.125, UNIT),
         decrease_factor=(0.5, "(0, 1)"), increase_factor=(1.5, "[1, inf]"),
-        max_learning_rate=(1.0, "(0, inf)"), atol=(0.0, NONNEG), rtol=(0.0, NONNEG))),
+        max_learning_rate=(1.0, "(0, inf)"), atol=(0.0, NONNEG), rtol=(0.0, NONNEG),
+        curv_rtol=(0.875, "(0, 1)"))),
     "scale_by_zoom_linesearch": ({}, dict(
         max_linesearch_steps=(4, ("integer", 1)), max_learning_rate=(2.0, "(0, inf)"),
         tol=(0.0, NONNEG), increase_factor=(2.0, "(1, inf)"), slope_rtol=(2.0**-10, UNIT),

@@ -8,7 +8,9 @@ gradient, an L-BFGS or Newton direction): it looks for ``eta`` such that
 ``value_fn``'s signature (a batch, say) are passed on to it.
 
 * :func:`scale_by_backtracking_linesearch`: Armijo's sufficient decrease, the step
-  shrunk by a constant factor until it holds (Nocedal & Wright 2006, Algorithm 3.1).
+  shrunk by a constant factor until it holds (Nocedal & Wright 2006, Algorithm 3.1);
+  optionally (``curv_rtol=``, an addition to Optax's signature) also the weak Wolfe
+  curvature condition, bracketed as Lewis & Overton (2013) do.
 * :func:`scale_by_zoom_linesearch`: the strong Wolfe conditions, an interval search
   followed by zoom with cubic/quadratic interpolation (Nocedal & Wright 2006,
   Algorithms 3.5 and 3.6), with Hager & Zhang's (2006) approximate Wolfe test near a
@@ -250,6 +252,7 @@ def scale_by_backtracking_linesearch(
     rtol: float = 0.0,
     store_grad: bool = False,
     verbose: bool = False,
+    curv_rtol: float | None = None,
 ) -> base.GradientTransformation:
   r"""Backtracking line search for Armijo's sufficient decrease (Optax numerics).
 
@@ -275,6 +278,18 @@ def scale_by_backtracking_linesearch(
   same linearisation as the value) and kept in ``state.grad``, so that
   :func:`value_and_grad_from_state` can reuse value and gradient at the next step.
 
+  The optional curvature check (``curv_rtol=c2``, not in Optax) also asks for the weak
+  Wolfe condition ``<grad f(w + eta u), u> >= c2 <grad f(w), u>``: the step is not so
+  short that the loss still falls steeply along ``u``. It is what keeps a quasi-Newton
+  pair's ``<s, y>`` positive. Every trial then evaluates the gradient too. A trial that
+  fails Armijo's test bounds the step from above, one that passes it but fails the
+  curvature test bounds it from below (Lewis & Overton's bracketing): below an upper
+  bound only, the step shrinks by ``decrease_factor`` as without the check; above a lower
+  bound only, it grows by ``1 / decrease_factor`` up to ``max_learning_rate`` (where it is
+  taken); between both, it bisects. A search that runs out of trials takes its largest
+  step with sufficient decrease, or else ends as without the check. While every trial
+  passes the curvature test, the steps are those of the search without it.
+
   Args:
     max_backtracking_steps: the most reductions of the step per search (>= 0).
     slope_rtol: Armijo's ``c1``, in [0, 1).
@@ -286,10 +301,14 @@ def scale_by_backtracking_linesearch(
     rtol: relative tolerance of the test, >= 0.
     store_grad: keep the gradient at the accepted step in the state.
     verbose: print diagnostics when a search fails.
+    curv_rtol: the curvature check's ``c2``, in (``slope_rtol``, 1); None (the default)
+      for none, as in Optax.
 
   References:
     Nocedal & Wright, Numerical Optimization, 2nd ed., 2006, Algorithm 3.1.
     Vaswani et al., Painless Stochastic Gradient, NeurIPS 2019.
+    Lewis & Overton, Nonsmooth optimization via quasi-Newton methods, Mathematical
+    Programming 2013, section 4.2 (the weak Wolfe bracketing).
   """
   owner = "scale_by_backtracking_linesearch"
   validation.integer(owner, "max_backtracking_steps", max_backtracking_steps, minimum=0)
@@ -298,6 +317,9 @@ def scale_by_backtracking_linesearch(
                    increase_factor=(increase_factor, "[1, inf]"),
                    max_learning_rate=(max_learning_rate, "(0, inf)"),
                    atol=(atol, "[0, inf)"), rtol=(rtol, "[0, inf)"))
+  if curv_rtol is not None:
+    validation.check(owner, curv_rtol=(curv_rtol, "(0, 1)"))
+    validation.ordered(owner, "slope_rtol", slope_rtol, "curv_rtol", curv_rtol)
 
   def init(params):
     dtype = state_dtype(params)
@@ -358,7 +380,12 @@ def scale_by_backtracking_linesearch(
     search = _Backtrack(guess, value,
                         jax.tree.map(jnp.zeros_like, params) if store_grad else None,
                         jnp.full([], jnp.inf, dtype), base.zero_count())
-    search = jax.lax.while_loop(unfinished, trial, search)
+    if curv_rtol is None:
+      search = jax.lax.while_loop(unfinished, trial, search)
+    else:
+      search = _weak_wolfe_search(fn, params, updates, grad, slope, guess, decrease_error,
+                                  atol, curv_rtol, decrease_factor, max_learning_rate,
+                                  max_backtracking_steps, store_grad, dtype)
 
     # No finite value found: no step, rather than a step to NaN or infinity.
     failed = jnp.isinf(search.decrease_error)
@@ -382,6 +409,63 @@ def scale_by_backtracking_linesearch(
     return masked_scale(learning_rate, updates), new_state
 
   return base.GradientTransformation(init, update)
+
+
+class _Bracket(NamedTuple):
+  stepsize: jax.Array
+  low: jax.Array  # the largest step with sufficient decrease but too steep a slope
+  high: jax.Array  # the smallest step without sufficient decrease (inf: none yet)
+  value: jax.Array  # at stepsize
+  grad: base.Updates
+  decrease_error: jax.Array
+  value_low: jax.Array
+  grad_low: base.Updates
+  done: jax.Array
+  count: jax.Array
+
+
+def _weak_wolfe_search(fn, params, updates, grad, slope, guess, decrease_error, atol,
+                       curv_rtol, decrease_factor, max_learning_rate, max_backtracking_steps,
+                       store_grad, dtype) -> _Backtrack:
+  """:func:`scale_by_backtracking_linesearch` with its curvature check (its docstring):
+  Armijo backtracking and the weak Wolfe test, bracketed as Lewis & Overton do."""
+  value_and_grad = jax.value_and_grad(fn)
+  as_dtype = lambda x: jnp.asarray(x).astype(dtype)  # noqa: E731
+  inf = jnp.full([], jnp.inf, dtype)
+
+  def trial(b):
+    value, new_grad = value_and_grad(tree_add_scale(params, b.stepsize, updates))
+    new_grad = jax.tree.map(lambda g, p: jnp.asarray(g).astype(p.dtype), new_grad, grad)
+    value = as_dtype(value)
+    error = decrease_error(b.stepsize, value).astype(dtype)
+    decreases = error <= atol
+    flat = as_dtype(tree_vdot(new_grad, updates)) >= curv_rtol * slope  # False for NaN
+    at_max = b.stepsize >= max_learning_rate
+    done = decreases & (flat | at_max)
+    high = jnp.where(decreases, b.high, b.stepsize)
+    low = jnp.where(decreases, b.stepsize, b.low)
+    value_low, grad_low = base.tree_select(decreases, (value, new_grad),
+                                           (b.value_low, b.grad_low))
+    following = jnp.where(
+        jnp.isinf(high), jnp.minimum(low / decrease_factor, max_learning_rate),
+        jnp.where(low > 0, 0.5 * (low + high), decrease_factor * high))
+    count = b.count + 1
+    done = done | (count > max_backtracking_steps)
+    return _Bracket(jnp.where(done, b.stepsize, following).astype(dtype), low, high, value,
+                    new_grad, error, value_low, grad_low, done, count)
+
+  zero = jnp.zeros([], dtype)
+  bracket = _Bracket(guess, zero, inf, as_dtype(jnp.nan), grad, inf, as_dtype(jnp.nan),
+                     grad, jnp.asarray(False), base.zero_count())
+  bracket = jax.lax.while_loop(lambda b: ~b.done, trial, trial(bracket))
+  # Out of trials without both tests: the largest step with sufficient decrease if there
+  # is one, else the last trial (as without the curvature check).
+  take_low = (bracket.decrease_error > atol) & (bracket.low > 0)
+  stepsize, value, new_grad, error = base.tree_select(
+      take_low, (bracket.low, bracket.value_low, bracket.grad_low, zero),
+      (bracket.stepsize, bracket.value, bracket.grad, bracket.decrease_error))
+  return _Backtrack(stepsize, value, new_grad if store_grad else None, error,
+                    bracket.count)
 
 
 # ---------------------------------------------------------------------------------------
