@@ -471,6 +471,26 @@ def test_curvature_check_accepts_only_weak_wolfe_steps():
       assert (float(state.learning_rate) > 1.5) == expect_longer
 
 
+def test_curvature_check_out_of_trials_takes_its_largest_sufficient_decrease():
+  """f = x**2 / 2 from 1 along -0.3: the first trial (step 1, to 0.7) decreases enough but
+  is too steep for c2 = 0.5; the expanded one (step 10, to -2) does not decrease; with one
+  reduction allowed the search ends there and takes the step of 1, its value and
+  gradient."""
+  with jax.enable_x64(True):
+    fn = lambda x: 0.5 * jnp.sum(x**2)  # noqa: E731
+    x = jnp.array([1.0])
+    tx = scale_by_backtracking_linesearch(1, decrease_factor=0.1, increase_factor=1.0,
+                                          max_learning_rate=100.0, store_grad=True,
+                                          curv_rtol=0.5)
+    updates, state = tx.update(jnp.array([-0.3]), tx.init(x), x, value=fn(x),
+                               grad=jax.grad(fn)(x), value_fn=fn)
+    np.testing.assert_allclose(updates, [-0.3])
+    assert float(state.learning_rate) == 1.0 and int(state.info.num_linesearch_steps) == 2
+    np.testing.assert_allclose(state.value, 0.245, rtol=1e-15)
+    np.testing.assert_allclose(state.grad, [0.7], rtol=1e-15)
+    assert float(state.info.decrease_error) == 0.0
+
+
 def test_curvature_check_keeps_lbfgs_pairs_positive():
   """L-BFGS with backtracking reaches the Rosenbrock minimum; with the curvature check no
   pair in its memory has <s, y> <= 0 at any step."""

@@ -420,6 +420,7 @@ class _Bracket(NamedTuple):
   decrease_error: jax.Array
   value_low: jax.Array
   grad_low: base.Updates
+  decrease_error_low: jax.Array
   done: jax.Array
   count: jax.Array
 
@@ -444,25 +445,25 @@ def _weak_wolfe_search(fn, params, updates, grad, slope, guess, decrease_error, 
     done = decreases & (flat | at_max)
     high = jnp.where(decreases, b.high, b.stepsize)
     low = jnp.where(decreases, b.stepsize, b.low)
-    value_low, grad_low = base.tree_select(decreases, (value, new_grad),
-                                           (b.value_low, b.grad_low))
+    value_low, grad_low, error_low = base.tree_select(
+        decreases, (value, new_grad, error), (b.value_low, b.grad_low, b.decrease_error_low))
     following = jnp.where(
         jnp.isinf(high), jnp.minimum(low / decrease_factor, max_learning_rate),
         jnp.where(low > 0, 0.5 * (low + high), decrease_factor * high))
     count = b.count + 1
     done = done | (count > max_backtracking_steps)
     return _Bracket(jnp.where(done, b.stepsize, following).astype(dtype), low, high, value,
-                    new_grad, error, value_low, grad_low, done, count)
+                    new_grad, error, value_low, grad_low, error_low, done, count)
 
   zero = jnp.zeros([], dtype)
   bracket = _Bracket(guess, zero, inf, as_dtype(jnp.nan), grad, inf, as_dtype(jnp.nan),
-                     grad, jnp.asarray(False), base.zero_count())
+                     grad, inf, jnp.asarray(False), base.zero_count())
   bracket = jax.lax.while_loop(lambda b: ~b.done, trial, trial(bracket))
   # Out of trials without both tests: the largest step with sufficient decrease if there
   # is one, else the last trial (as without the curvature check).
   take_low = (bracket.decrease_error > atol) & (bracket.low > 0)
   stepsize, value, new_grad, error = base.tree_select(
-      take_low, (bracket.low, bracket.value_low, bracket.grad_low, zero),
+      take_low, (bracket.low, bracket.value_low, bracket.grad_low, bracket.decrease_error_low),
       (bracket.stepsize, bracket.value, bracket.grad, bracket.decrease_error))
   return _Backtrack(stepsize, value, new_grad if store_grad else None, error,
                     bracket.count)
