@@ -491,6 +491,20 @@ def test_curvature_check_out_of_trials_takes_its_largest_sufficient_decrease():
     assert float(state.info.decrease_error) == 0.0
 
 
+def test_curvature_check_keeps_the_state_in_the_params_dtypes():
+  """bfloat16 params with float32 gradients: the stored gradient has the dtype ``init``
+  gave it, so the state can be carried through a loop."""
+  fn = lambda p: jnp.sum(p["w"].astype(jnp.float32)**2)  # noqa: E731
+  params = {"w": jnp.array([1.0, -2.0, 0.5], jnp.bfloat16)}
+  grad = {"w": 2.0 * params["w"].astype(jnp.float32)}
+  tx = scale_by_backtracking_linesearch(10, store_grad=True, curv_rtol=0.5)
+  state = tx.init(params)
+  updates, new_state = tx.update({"w": -grad["w"]}, state, params, value=fn(params),
+                                 grad=grad, value_fn=fn)
+  assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
+  assert fn(jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates)) < fn(params)
+
+
 def test_curvature_check_keeps_lbfgs_pairs_positive():
   """L-BFGS with backtracking reaches the Rosenbrock minimum; with the curvature check no
   pair in its memory has <s, y> <= 0 at any step."""

@@ -433,10 +433,13 @@ def _weak_wolfe_search(fn, params, updates, grad, slope, guess, decrease_error, 
   value_and_grad = jax.value_and_grad(fn)
   as_dtype = lambda x: jnp.asarray(x).astype(dtype)  # noqa: E731
   inf = jnp.full([], jnp.inf, dtype)
+  # Gradients in the params' dtypes, as the state keeps them.
+  like_params = lambda tree: jax.tree.map(  # noqa: E731
+      lambda g, p: jnp.asarray(g).astype(jnp.asarray(p).dtype), tree, params)
 
   def trial(b):
     value, new_grad = value_and_grad(tree_add_scale(params, b.stepsize, updates))
-    new_grad = jax.tree.map(lambda g, p: jnp.asarray(g).astype(p.dtype), new_grad, grad)
+    new_grad = like_params(new_grad)
     value = as_dtype(value)
     error = decrease_error(b.stepsize, value).astype(dtype)
     decreases = error <= atol
@@ -456,8 +459,9 @@ def _weak_wolfe_search(fn, params, updates, grad, slope, guess, decrease_error, 
                     new_grad, error, value_low, grad_low, error_low, done, count)
 
   zero = jnp.zeros([], dtype)
-  bracket = _Bracket(guess, zero, inf, as_dtype(jnp.nan), grad, inf, as_dtype(jnp.nan),
-                     grad, inf, jnp.asarray(False), base.zero_count())
+  bracket = _Bracket(guess, zero, inf, as_dtype(jnp.nan), like_params(grad), inf,
+                     as_dtype(jnp.nan), like_params(grad), inf, jnp.asarray(False),
+                     base.zero_count())
   bracket = jax.lax.while_loop(lambda b: ~b.done, trial, trial(bracket))
   # Out of trials without both tests: the largest step with sufficient decrease if there
   # is one, else the last trial (as without the curvature check).
