@@ -264,7 +264,9 @@ def scipy_runner(problem: Problem, method: str, tol: float, max_steps: int):
   jax.block_until_ready(hvp(x0, x0))
   compile_seconds = time.perf_counter() - start
 
-  def run():
+  def run(start=None):
+    """One solve, from ``problem.x0`` or from ``start`` (a pytree like it)."""
+    x = x0 if start is None else np.asarray(ravel_pytree(start)[0], np.float64)
     ev = Evaluator(value_and_grad, hvp)
 
     def stop_on_grad_norm(intermediate_result):
@@ -274,16 +276,16 @@ def scipy_runner(problem: Problem, method: str, tol: float, max_steps: int):
 
     if method == "L-BFGS-B":
       res = scipy.optimize.minimize(
-          ev.fun, x0, jac=ev.jac, method="L-BFGS-B", callback=stop_on_grad_norm,
+          ev.fun, x, jac=ev.jac, method="L-BFGS-B", callback=stop_on_grad_norm,
           options=dict(maxiter=max_steps, maxfun=100 * max_steps, maxcor=10, maxls=20,
                        gtol=0.0, ftol=0.0))
     elif method == "Newton-CG":
       res = scipy.optimize.minimize(
-          ev.fun, x0, jac=ev.jac, hessp=ev.hessp, method="Newton-CG",
+          ev.fun, x, jac=ev.jac, hessp=ev.hessp, method="Newton-CG",
           callback=stop_on_grad_norm, options=dict(maxiter=max_steps, xtol=1e-30))
     elif method == "trust-ncg":
       res = scipy.optimize.minimize(
-          ev.fun, x0, jac=ev.jac, hessp=ev.hessp, method="trust-ncg",
+          ev.fun, x, jac=ev.jac, hessp=ev.hessp, method="trust-ncg",
           options=dict(maxiter=max_steps, gtol=tol))
     else:
       raise ValueError(method)
@@ -494,8 +496,8 @@ def starts_study(problem: Problem, count: int, tol: float, max_steps: int
   txs = gradtx_methods(problem)
   for name in STUDY_METHODS:
     if name == BASELINE and scipy is not None:
-      run_one = lambda x0: scipy_runner(  # noqa: E731
-          dataclasses.replace(problem, x0=x0), "L-BFGS-B", tol, max_steps)[0]()
+      # One set of jitted callbacks for all the starts.
+      run_one = scipy_runner(problem, "L-BFGS-B", tol, max_steps)[0]
     elif name == JAXOPT and jaxopt is not None:
       solve = jax.jit(jaxopt.LBFGS(fun=problem.fun, tol=tol, maxiter=max_steps).run)
       run_one = lambda x0, solve=solve: dict(  # noqa: E731

@@ -458,10 +458,9 @@ def _weak_wolfe_search(fn, params, updates, grad, slope, guess, decrease_error, 
     return _Bracket(jnp.where(done, b.stepsize, following).astype(dtype), low, high, value,
                     new_grad, error, value_low, grad_low, error_low, done, count)
 
-  zero = jnp.zeros([], dtype)
-  bracket = _Bracket(guess, zero, inf, as_dtype(jnp.nan), like_params(grad), inf,
-                     as_dtype(jnp.nan), like_params(grad), inf, jnp.asarray(False),
-                     base.zero_count())
+  zero, grad = jnp.zeros([], dtype), like_params(grad)
+  bracket = _Bracket(guess, zero, inf, as_dtype(jnp.nan), grad, inf, as_dtype(jnp.nan), grad,
+                     inf, jnp.asarray(False), base.zero_count())
   bracket = jax.lax.while_loop(lambda b: ~b.done, trial, trial(bracket))
   # Out of trials without both tests: the largest step with sufficient decrease if there
   # is one, else the last trial (as without the curvature check).
@@ -781,11 +780,13 @@ def scale_by_zoom_linesearch(
     def packed(phase):
       return lambda carry: pack(phase(unpack(carry)))
 
-    def step(carry):
-      carry = jax.lax.cond(carry[0][at["interval_found"]] > 0, packed(zoom),
-                           packed(search_interval), carry)
+    def unless_failed(carry):
       return jax.lax.cond(carry[0][at["failed"]] > 0, packed(take_safe_step),
                           lambda carry: carry, carry)
+
+    def step(carry):
+      return unless_failed(jax.lax.cond(carry[0][at["interval_found"]] > 0, packed(zoom),
+                                        packed(search_interval), carry))
 
     zero, false, inf = jnp.zeros([], dtype), jnp.asarray(False), jnp.full([], jnp.inf, dtype)
     search = _Zoom(
@@ -803,10 +804,8 @@ def scale_by_zoom_linesearch(
     # compiles the trial as in the loop (and as Optax's), not fused with the code around
     # it, which would round differently; where the value at params is not finite, the
     # loop takes the first trial itself.
-    carry = jax.lax.cond(jnp.isfinite(value_init), packed(search_interval),
-                         lambda carry: carry, pack(search))
-    carry = jax.lax.cond(carry[0][at["failed"]] > 0, packed(take_safe_step),
-                         lambda carry: carry, carry)
+    carry = unless_failed(jax.lax.cond(jnp.isfinite(value_init), packed(search_interval),
+                                       lambda carry: carry, pack(search)))
     search = unpack(jax.lax.while_loop(
         lambda carry: (carry[0][at["done"]] == 0) & (carry[0][at["failed"]] == 0), step,
         carry))
