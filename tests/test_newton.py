@@ -93,14 +93,38 @@ def test_one_step_solves_a_convex_quadratic():
     params, _ = one_update(newton(damping=0.0, linesearch=gtx.identity()), fun, x0)
     assert_trees_close(params, solution, rtol=1e-10, atol=1e-12)
     # With the default damping and line search: the unit step passes the Armijo test
-    # at the first evaluation, and lands within damping / lambda_min(A) of the minimum.
+    # at the first evaluation; the refinement step leaves an error of about
+    # (1e-6 / lambda_min(A))**2 relative (lambda_min >= 0.5).
     params, (newton_state, search_state) = one_update(newton(), fun, x0)
     assert int(search_state.num_fun_evals) == 1
     assert float(search_state.learning_rate) == 1.0
-    assert_trees_close(params, solution, rtol=1e-5, atol=1e-6)
-    result = minimize(fun, x0, newton(damping=0.0))
-    assert int(result.num_steps) == 1 and bool(result.converged)
-    assert_trees_close(result.params, solution, rtol=1e-10, atol=1e-12)
+    assert_trees_close(params, solution, rtol=1e-10, atol=1e-11)
+    for tx in (newton(), newton(damping=0.0)):
+      result = minimize(fun, x0, tx)
+      assert int(result.num_steps) == 1 and bool(result.converged)
+      assert_trees_close(result.params, solution, rtol=1e-10, atol=1e-11)
+
+
+def test_a_small_damping_is_refined_away_and_a_large_one_damps():
+  """``H = diag(4, 1, 1e-7)``, ``g = (1, 1, 1)``: with ``tau = 1e-6`` (below 1e-3 max|H_ii|
+  = 4e-3), the step is one refinement of the damped solve, ``-(l + 2 tau)/(l + tau)**2``
+  per eigenvalue ``l``, between the damped step and Newton's; with ``tau = 0.5`` (above),
+  it is ``-1/(l + tau)``, the damped step."""
+  with jax.enable_x64(True):
+    curvatures = np.asarray([4.0, 1.0, 1e-7])
+    fun = lambda x: 0.5 * jnp.sum(jnp.asarray(curvatures) * x**2) + jnp.sum(x)  # noqa: E731
+    x = jnp.zeros(3)
+    g = jax.grad(fun)(x)
+    for tau, expected in [(1e-6, -(curvatures + 2e-6) / (curvatures + 1e-6) ** 2),
+                          (0.5, -1 / (curvatures + 0.5))]:
+      tx = newton(damping=tau, linesearch=gtx.identity())
+      updates, (state, _) = tx.update(g, tx.init(x), x, value_fn=fun)
+      np.testing.assert_allclose(updates, expected, rtol=1e-12)
+      assert int(state.num_factorizations) == 1 and float(state.damping) == tau
+      newton_step = -1 / curvatures
+      damped_step = -1 / (curvatures + tau)
+      assert np.all(np.abs(damped_step) <= np.abs(updates))
+      assert np.all(np.abs(updates) <= np.abs(newton_step))
 
 
 def test_float32_params_keep_their_dtype():
