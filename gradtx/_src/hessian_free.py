@@ -62,7 +62,9 @@ class HessianFreeState(NamedTuple):
     diagonal: the running estimate of ``diag(B)`` for the preconditioner (params'
       structure), or an empty array without one.
     key: the random key of the Hutchinson probes (empty without a preconditioner).
-    rho: the last reduction ratio (1 before the first step and after a zero step).
+    rho: the last reduction ratio (1 before the first step and after a zero step; 0
+      when ``f(x + p)`` was not finite or the model predicted no decrease, so that
+      the state stays finite).
     num_fun_evals: evaluations of the objective (``f(x)`` when ``value=`` is not given,
       ``f(x + p)`` every step, and the backtracking line search's).
     num_cg_iters: CG iterations so far (one curvature-vector product each).
@@ -291,7 +293,7 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
     new_value = objective(x + p)
     slope = jnp.vdot(g, p)
     rho = (new_value - value) / phi
-    rho = jnp.where(jnp.isfinite(new_value) & (phi < 0), rho, -jnp.inf)
+    rho = jnp.where(jnp.isfinite(new_value) & (phi < 0) & jnp.isfinite(rho), rho, 0.0)
     # Nothing to do (a zero step that changes nothing): the model was exact, and the
     # damping stays as it is.
     idle = (phi == 0) & (new_value == value)
