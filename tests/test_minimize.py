@@ -189,3 +189,10 @@ def test_validation(kwargs, message):
 def test_tx_must_be_a_transform():
   with pytest.raises(TypeError, match="minimize: tx must be a gradient transformation"):
     minimize(scaled_bowl, jnp.zeros(2), 0.1)
+
+
+def test_x0_must_be_floating_point():
+  with pytest.raises(TypeError, match=r"minimize: x0 must hold floating-point arrays, but "
+                                      r"\['b'\] has dtype int32"):
+    minimize(lambda p: jnp.sum(p["a"] ** 2), {"a": jnp.zeros(2), "b": jnp.arange(3)},
+             gtx.sgd(0.1))

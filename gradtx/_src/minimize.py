@@ -181,6 +181,12 @@ def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
   validation.check("minimize", tol=(tol, "[0, inf)"))
   if not isinstance(tx, tuple) or not (hasattr(tx, "init") and hasattr(tx, "update")):
     raise TypeError(f"minimize: tx must be a gradient transformation, got {tx!r}")
+  for path, leaf in jax.tree_util.tree_leaves_with_path(x0):
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      where = jax.tree_util.keystr(path) or "x0"
+      raise TypeError(f"minimize: x0 must hold floating-point arrays, but {where} has dtype "
+                      f"{dtype}; start from floats, e.g. jnp.asarray(x0, jnp.float32)")
   # NumPy and Python scalars, not jnp arrays: each jnp.asarray is a host-to-device
   # transfer of about 20 us, as much as a small problem's whole loop.
   if not isinstance(max_steps, jax.core.Tracer):
