@@ -180,6 +180,7 @@ def test_under_jit():
     (dict(max_steps=2.5), "minimize: max_steps must be an integer >= 0, got 2.5"),
     (dict(tol=-1.0), r"minimize: tol must be in \[0, inf\), got -1.0"),
     (dict(tol=float("nan")), r"minimize: tol must be in \[0, inf\), got nan"),
+    (dict(stall_steps=0), "minimize: stall_steps must be an integer >= 1, got 0"),
 ])
 def test_validation(kwargs, message):
   with pytest.raises(ValueError, match="^" + message):
@@ -196,3 +197,37 @@ def test_x0_must_be_floating_point():
                                       r"\['b'\] has dtype int32"):
     minimize(lambda p: jnp.sum(p["a"] ** 2), {"a": jnp.zeros(2), "b": jnp.arange(3)},
              gtx.sgd(0.1))
+
+
+def test_a_transform_that_never_moves_stops_after_stall_steps():
+  x0 = {"a": jnp.zeros(2), "b": jnp.ones((2, 3))}
+  result = minimize(scaled_bowl, x0, gtx.set_to_zero(), max_steps=100, stall_steps=7)
+  assert int(result.num_steps) == 7 and not bool(result.converged)
+  assert int(result.num_fun_evals) == 8
+  result = minimize(scaled_bowl, x0, gtx.set_to_zero(), max_steps=100, stall_steps=None)
+  assert int(result.num_steps) == 100 and not bool(result.converged)
+
+
+def test_lbfgs_at_the_float32_rounding_floor_stops_once_it_stalls():
+  """10-D Rosenbrock in float32 to ``tol=1e-6``: the gradient's rounding error at the
+  minimum is about 5e-5, so the tolerance cannot be met. Once the zoom search finds no
+  decrease the params stop changing: the loop ends ``stall_steps`` updates later, at the
+  params it had then (the same as a run stopped at that step, and as one that runs on
+  to ``max_steps``)."""
+
+  def rosenbrock(x):
+    return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+  x0 = jnp.tile(jnp.asarray([-1.2, 1.0], jnp.float32), 5)
+  tx = gtx.lbfgs()
+  stalled = minimize(rosenbrock, x0, tx, max_steps=500)
+  steps = int(stalled.num_steps)
+  assert steps < 150 and not bool(stalled.converged)
+  assert 1e-6 < float(stalled.grad_norm) < 1e-3
+  np.testing.assert_allclose(stalled.params, np.ones(10), atol=1e-6)
+  at_stall = minimize(rosenbrock, x0, tx, max_steps=steps - 10, stall_steps=None)
+  np.testing.assert_array_equal(at_stall.params, stalled.params)
+  running_on = minimize(rosenbrock, x0, tx, max_steps=500, stall_steps=None)
+  assert int(running_on.num_steps) == 500
+  np.testing.assert_array_equal(running_on.params, stalled.params)
+  assert int(running_on.num_fun_evals) > 10 * int(stalled.num_fun_evals)

@@ -5,7 +5,8 @@ gradient vanishes.
 ``jax.lax.while_loop``, compiled once per ``(fun, tx)``, that calls ``tx.update`` with the
 extras a line search or a second-order method needs (``value=``, ``grad=``,
 ``value_fn=fun``), adds the updates to the params, and stops when the gradient's 2-norm
-is at most ``tol`` or after ``max_steps`` updates. When a line search in ``tx`` stored the
+is at most ``tol``, after ``max_steps`` updates, or once ``stall_steps`` updates in a row
+have left the params unchanged. When a line search in ``tx`` stored the
 value and gradient at the params it returned (Optax's ``store_grad=True``, read as
 ``optax.value_and_grad_from_state`` does), they are used instead of evaluating ``fun``
 again.
@@ -94,17 +95,28 @@ class _Carry(NamedTuple):
   num_steps: jax.Array
   own_evals: jax.Array
   failed: jax.Array  # the last update led to a non-finite value or gradient
+  stalled: jax.Array  # consecutive updates that left the params as they were
+
+
+def _unchanged(new: base.Params, old: base.Params) -> jax.Array:
+  same = jnp.ones([], bool)
+  for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)):
+    same = same & jnp.all(a == b)
+  return same
 
 
 def _run(fun: Callable[[base.Params], jax.Array], tx: base.GradientTransformation,
-         x0: base.Params, max_steps: jax.Array, tol: jax.Array) -> MinimizeResult:
+         x0: base.Params, max_steps: jax.Array, tol: jax.Array,
+         stall_steps: jax.Array) -> MinimizeResult:
   value_and_grad = jax.value_and_grad(fun)
   value, grad = value_and_grad(x0)
-  carry = _Carry(x0, tx.init(x0), value, grad, jnp.zeros([], jnp.int32),
-                 jnp.ones([], jnp.int32), ~_all_finite(value, grad))
+  zero = jnp.zeros([], jnp.int32)
+  carry = _Carry(x0, tx.init(x0), value, grad, zero, jnp.ones([], jnp.int32),
+                 ~_all_finite(value, grad), zero)
 
   def going(c: _Carry) -> jax.Array:
-    return (~c.failed) & (c.num_steps < max_steps) & (global_norm(c.grad) > tol)
+    return ((~c.failed) & (c.num_steps < max_steps) & (c.stalled < stall_steps)
+            & (global_norm(c.grad) > tol))
 
   def step(c: _Carry) -> _Carry:
     updates, state = base.call_update(tx, c.grad, c.state, c.params,
@@ -123,10 +135,11 @@ def _run(fun: Callable[[base.Params], jax.Array], tx: base.GradientTransformatio
       own_evals = c.own_evals + jnp.where(reuse, 0, 1).astype(jnp.int32)
     ok = _all_finite(value, grad)
     keep = lambda new, old: base.tree_select(ok, new, old)  # noqa: E731
+    stalled = jnp.where(_unchanged(params, c.params), c.stalled + 1, 0)
     return _Carry(params=keep(params, c.params), state=state,
                   value=keep(value, c.value), grad=keep(grad, c.grad),
                   num_steps=c.num_steps + ok.astype(jnp.int32), own_evals=own_evals,
-                  failed=~ok)
+                  failed=~ok, stalled=stalled.astype(jnp.int32))
 
   c = jax.lax.while_loop(going, step, carry)
   grad_norm = global_norm(c.grad)
@@ -138,9 +151,17 @@ def _run(fun: Callable[[base.Params], jax.Array], tx: base.GradientTransformatio
 _run_jit = jax.jit(_run, static_argnums=(0, 1))
 
 
+def _as_int32(n: Any) -> Any:
+  # NumPy scalars, not jnp arrays: each jnp.asarray is a host-to-device transfer of
+  # about 20 us, as much as a small problem's whole loop.
+  if isinstance(n, jax.core.Tracer):
+    return n
+  return np.int32(min(int(n), np.iinfo(np.int32).max))
+
+
 def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
              tx: base.GradientTransformation, *, max_steps: int = 500,
-             tol: float = 1e-6) -> MinimizeResult:
+             tol: float = 1e-6, stall_steps: int | None = 10) -> MinimizeResult:
   """Minimises ``fun`` from ``x0`` with the transform ``tx`` in one compiled loop.
 
   Each step::
@@ -152,6 +173,12 @@ def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
   until ``||grad||_2 <= tol`` (over all leaves together) or ``max_steps`` updates. The
   updates are used as they come, so ``tx`` must include its step: ``gtx.sgd(0.1)``,
   ``gtx.adam(1e-2)``, ``gtx.lbfgs()``, ``gtx.newton()``, ``gtx.hessian_free()``.
+
+  It also stops, with ``converged=False``, after ``stall_steps`` updates in a row that
+  left every param as it was: a line search that finds no decrease, as happens at the
+  rounding floor of float32 when ``tol`` is below the gradient's rounding error (10-D
+  Rosenbrock in float32: about 5e-5), would otherwise spend ``max_steps`` failed
+  searches there.
 
   If an update leads to a non-finite value or gradient, the loop stops there and returns
   the params before that update (the last finite ones) with ``converged=False``; ``x0``
@@ -169,6 +196,8 @@ def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
       if it accepts them.
     max_steps: the most updates, an integer >= 0.
     tol: stop when the gradient's 2-norm is at most ``tol``, >= 0.
+    stall_steps: stop after this many consecutive updates that changed no param (an
+      integer >= 1), or ``None`` never to stop for that.
 
   Returns:
     A :class:`MinimizeResult`.
@@ -179,6 +208,8 @@ def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
   """
   validation.integer("minimize", "max_steps", max_steps, minimum=0)
   validation.check("minimize", tol=(tol, "[0, inf)"))
+  if stall_steps is not None:
+    validation.integer("minimize", "stall_steps", stall_steps)
   if not isinstance(tx, tuple) or not (hasattr(tx, "init") and hasattr(tx, "update")):
     raise TypeError(f"minimize: tx must be a gradient transformation, got {tx!r}")
   for path, leaf in jax.tree_util.tree_leaves_with_path(x0):
@@ -187,8 +218,5 @@ def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
       where = jax.tree_util.keystr(path) or "x0"
       raise TypeError(f"minimize: x0 must hold floating-point arrays, but {where} has dtype "
                       f"{dtype}; start from floats, e.g. jnp.asarray(x0, jnp.float32)")
-  # NumPy and Python scalars, not jnp arrays: each jnp.asarray is a host-to-device
-  # transfer of about 20 us, as much as a small problem's whole loop.
-  if not isinstance(max_steps, jax.core.Tracer):
-    max_steps = np.int32(min(int(max_steps), np.iinfo(np.int32).max))
-  return _run_jit(fun, tx, x0, max_steps, tol)
+  stall_steps = np.iinfo(np.int32).max if stall_steps is None else stall_steps
+  return _run_jit(fun, tx, x0, _as_int32(max_steps), tol, _as_int32(stall_steps))
