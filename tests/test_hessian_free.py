@@ -290,7 +290,87 @@ def test_missing_extras_are_reported():
     (dict(cg_tol=-1.0), r"hessian_free: cg_tol must be in \[0, inf\), got -1.0"),
     (dict(curvature="fisher"), "hessian_free: curvature must be one of"),
     (dict(preconditioner="martens"), "hessian_free: preconditioner must be one of"),
+    (dict(cg_backtracking=1), "hessian_free: cg_backtracking must be True or False, got 1"),
 ])
 def test_validation(kwargs, message):
   with pytest.raises(ValueError, match="^" + message):
     hessian_free(**kwargs)
+
+
+def numpy_rosenbrock(x):
+  return float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2))
+
+
+@pytest.mark.parametrize("iters", [5, 6])
+def test_cg_backtracking_matches_martens_procedure_in_numpy(iters):
+  """Martens 2010, 4.6, transcribed: CG (``iters`` iterations, from zero) on ``H +
+  lambda I`` of 6-D Rosenbrock at the standard start keeps its iterates at iterations
+  1, 2, 3, 4, 5 (``ceil(1.3**j)``) and its last; from the last it steps back while the
+  (NumPy) objective does not increase. The update is the iterate reached (the fourth,
+  past the fifth and, with 6 iterations, the sixth), with its model value in ``rho``;
+  CG's last iterate is the next warm start. With 5 iterations the last is also kept."""
+  with jax.enable_x64(True):
+    fun = lambda x: jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)  # noqa: E731
+    x0 = np.tile([-1.2, 1.0], 3)
+    lam = 1e-3
+    g = np.asarray(jax.grad(fun)(x0))
+    a = np.asarray(jax.hessian(fun)(x0)) + lam * np.eye(6)
+    iterates, x, r = [], np.zeros(6), g.copy()
+    p = -r
+    for _ in range(iters):
+      ap = a @ p
+      alpha = (r @ r) / (p @ ap)
+      x = x + alpha * p
+      r_new = r + alpha * ap
+      p = -r_new + (r_new @ r_new) / (r @ r) * p
+      r = r_new
+      iterates.append(x)
+    kept = sorted({1, 2, 3, 4, 5, iters})
+    chosen = len(kept) - 1
+    best = numpy_rosenbrock(x0 + iterates[kept[chosen] - 1])
+    evals = 1
+    while chosen > 0:
+      value = numpy_rosenbrock(x0 + iterates[kept[chosen - 1] - 1])
+      evals += 1
+      if not value <= best:
+        break
+      chosen, best = chosen - 1, value
+    step = iterates[kept[chosen] - 1]
+    assert kept[chosen] == 4  # the procedure did step back
+
+    tx = hessian_free(damping=lam, cg_max_iters=iters, cg_tol=0.0, cg_backtracking=True,
+                      linesearch=gtx.identity())
+    value, grad = jax.value_and_grad(fun)(jnp.asarray(x0))
+    updates, (state, _) = jax.jit(lambda p: tx.update(
+        grad, tx.init(p), p, value=value, value_fn=fun))(jnp.asarray(x0))
+    np.testing.assert_allclose(updates, step, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(state.solution, iterates[-1], rtol=1e-9, atol=1e-12)
+    assert int(state.num_cg_iters) == iters and int(state.num_fun_evals) == evals
+    phi = g @ step + 0.5 * step @ a @ step
+    np.testing.assert_allclose(float(state.rho), (best - float(value)) / phi, rtol=1e-9)
+
+
+def test_cg_backtracking_steps_back_past_non_finite_iterates():
+  """``f = sum(c (x - 3)**2) - log(1 - x[1])`` from 0, ``c = (0.1, 3, 30)``: CG's later
+  iterates cross the barrier at ``x[1] = 1`` (NaN, counted as ``+inf``), so backtracking
+  steps back over them to the first, ``-(g.g / g.Ag) g``, while CG's last iterate stays
+  the warm start. The run reaches the minimum, ``x[1]`` from ``6x**2 - 24x + 17 = 0``
+  (to ``tol / (2 c_0)`` in ``x[0]``)."""
+  with jax.enable_x64(True):
+    c = jnp.asarray([0.1, 3.0, 30.0])
+    fun = lambda x: jnp.sum(c * (x - 3.0) ** 2) - jnp.log(1.0 - x[1])  # noqa: E731
+    x0 = jnp.zeros(3)
+    value, grad = jax.value_and_grad(fun)(x0)
+    g = np.asarray(grad)
+    a = np.asarray(jax.hessian(fun)(x0)) + 1e-3 * np.eye(3)
+    tx = hessian_free(damping=1e-3, cg_backtracking=True, linesearch=gtx.identity())
+    updates, (state, _) = tx.update(grad, tx.init(x0), x0, value=value, value_fn=fun)
+    np.testing.assert_allclose(updates, -(g @ g) / (g @ a @ g) * g, rtol=1e-10)
+    assert np.isfinite(float(fun(x0 + updates))) and float(fun(x0 + updates)) < float(value)
+    iters = int(state.num_cg_iters)
+    assert iters >= 3 and int(state.num_fun_evals) == iters  # the last, then iters - 1
+    assert not np.isfinite(float(fun(x0 + state.solution)))
+    minimum = np.asarray([3.0, (24 - np.sqrt(168)) / 12, 3.0])
+    result = minimize(fun, x0, hessian_free(damping=1e-3, cg_backtracking=True), tol=1e-10)
+    assert bool(result.converged)
+    np.testing.assert_allclose(result.params, minimum, rtol=0, atol=1e-9)

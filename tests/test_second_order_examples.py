@@ -1,6 +1,7 @@
 """The second-order examples run with small settings and print what they promise."""
 
 import numpy as np
+import pytest
 
 from conftest import load_script
 
@@ -18,10 +19,11 @@ def test_logistic_second_order_methods_agree(capsys):
   assert int(results["newton"].num_steps) < int(results["lbfgs"].num_steps)
 
 
-def test_hessian_free_autoencoder_learns(capsys):
+@pytest.mark.parametrize("extra", [[], ["--cg-backtracking"]])
+def test_hessian_free_autoencoder_learns(capsys, extra):
   errors = load_script("examples/hessian_free_autoencoder.py").main(
       ["--iterations", "4", "--cg-max-iters", "10", "--train-size", "200",
-       "--sizes", "64,16,8,16,64"])
+       "--sizes", "64,16,8,16,64"] + extra)
   out = capsys.readouterr().out
   assert "HF train" in out and "Adam train" in out
   assert len([line for line in out.splitlines() if line.strip()[:1].isdigit()]) == 4

@@ -22,21 +22,26 @@ a gradient. The pieces of Martens' algorithm (his section numbers):
   is the empirical Fisher's, which needs per-example gradients; here ``diag(B)`` is
   estimated by Hutchinson probes (``E[v * Bv]`` for random signs ``v``; Bekas, Kokiopoulou
   & Saad 2007), one product per step, averaged over steps.
+* Optional CG-iteration backtracking (4.6, ``cg_backtracking=True``): CG keeps its
+  iterates at iterations ``ceil(1.3**j)``; after CG, ``f`` is evaluated at them from the
+  last backwards while it does not increase, and the step is the last iterate reached
+  (its model value gives ``rho``). CG's final iterate, not the chosen one, warm-starts
+  the next step, as Martens does.
 * Martens' backtracking line search (4.6) on the step: ``a p`` for the first ``a`` in
   1, 0.8, 0.8**2, ... (at most ``MAX_BACKTRACKS`` reductions) with ``f(x + a p) <= f(x) +
   1e-2 a g.p``; if none passes, no step (a zero update). A NaN or infinite value fails
   the test, so non-finite numbers never reach the params; the damping then rises by the
   rule above (``rho < 1/4``). Another line search transform can replace this one.
-
-Martens' CG-backtracking (4.6) is not implemented.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx._src import base, validation
 from gradtx._src.combine import chain
@@ -50,6 +55,7 @@ ARMIJO = 1e-2  # Martens 2010, section 4.6
 BACKTRACK_FACTOR = 0.8  # Martens 2010, section 4.6
 MAX_BACKTRACKS = 30  # 0.8**30 = 1.2e-3
 PRECONDITIONER_EXPONENT = 0.75  # Martens 2010, section 4.7
+SAVE_GROWTH = 1.3  # Martens 2010, section 4.6: CG iterates kept at ceil(1.3**j)
 DIAGONAL_DECAY = 0.95  # averaging of the Hutchinson estimates over steps
 
 
@@ -79,6 +85,17 @@ class HessianFreeState(NamedTuple):
   num_cg_iters: jax.Array
 
 
+def save_points(max_iters: int) -> tuple[int, ...]:
+  """The CG iterations whose iterates CG-backtracking keeps: the distinct
+  ``ceil(1.3**j)``, ``j >= 0``, up to ``max_iters`` (1, 2, 3, 4, 5, 7, 9, 11, 14, ...)."""
+  points, j = [], 0
+  while (i := math.ceil(SAVE_GROWTH**j - 1e-9)) <= max_iters:
+    if not points or i != points[-1]:
+      points.append(i)
+    j += 1
+  return tuple(points)
+
+
 def conjugate_gradient(matvec: Callable[[jax.Array], jax.Array], g: jax.Array,
                        x0: jax.Array, max_iters: int, tol: float,
                        precondition: Callable[[jax.Array], jax.Array] = lambda r: r
@@ -87,9 +104,18 @@ def conjugate_gradient(matvec: Callable[[jax.Array], jax.Array], g: jax.Array,
 
   ``matvec(v) = A v``; ``precondition(r) = M^-1 r``. Stops after ``max_iters``
   iterations, at a direction of non-positive curvature (keeping the iterate before it),
-  when the residual is down to rounding error (``|r| <= 100 eps |g|``), or by Martens' relative-progress test (module docstring).
-  Returns ``(x, phi(x), iterations)``.
+  when the residual is down to rounding error (``|r| <= 100 eps |g|``), or by Martens'
+  relative-progress test (module docstring). Returns ``(x, phi(x), iterations)``.
   """
+  x, phi, iterations, _, _ = _conjugate_gradient(matvec, g, x0, max_iters, tol,
+                                                 precondition, ())
+  return x, phi, iterations
+
+
+def _conjugate_gradient(matvec, g, x0, max_iters, tol, precondition, saves_at):
+  """:func:`conjugate_gradient`, also returning the iterates at the iterations
+  ``saves_at`` (stacked, ``(len(saves_at), n)``; rows past the last iteration are 0) and
+  their model values."""
   dtype = g.dtype
   # A residual this small is rounding noise: CG has converged.
   resolution = (100 * jnp.finfo(dtype).eps) ** 2 * jnp.vdot(g, g)
@@ -103,13 +129,16 @@ def conjugate_gradient(matvec: Callable[[jax.Array], jax.Array], g: jax.Array,
   y = precondition(r)
   ry = jnp.vdot(r, y)
   phis = jnp.zeros([max_iters + 1], dtype).at[0].set(phi0)
+  slots = np.full([max_iters + 1], -1, np.int32)
+  slots[list(saves_at)] = np.arange(len(saves_at), dtype=np.int32)
+  saved = jnp.zeros((len(saves_at),) + x0.shape, dtype)
 
   def going(carry):
-    i, _, _, _, _, _, _, done = carry
+    i, _, _, _, _, _, _, _, done = carry
     return (i < max_iters) & ~done
 
   def body(carry):
-    i, x, r, p, ry, phi, phis, _ = carry
+    i, x, r, p, ry, phi, phis, saved, _ = carry
     ap = matvec(p)
     curvature = jnp.vdot(p, ap)
     negative = ~(curvature > 0)
@@ -127,14 +156,50 @@ def conjugate_gradient(matvec: Callable[[jax.Array], jax.Array], g: jax.Array,
     solved = ~(jnp.vdot(r_new, r_new) > resolution)
     bad = negative | ~jnp.isfinite(phi_new)
     keep = lambda new, old: jnp.where(bad, old, new)  # noqa: E731
-    return (i_new, keep(x_new, x), keep(r_new, r), keep(p_new, p), keep(ry_new, ry),
-            keep(phi_new, phi), phis.at[i_new].set(keep(phi_new, phi)),
+    x_new = keep(x_new, x)
+    if saves_at:
+      slot = jnp.asarray(slots)[i_new]
+      row = jnp.maximum(slot, 0)
+      saved = saved.at[row].set(jnp.where(slot >= 0, x_new, saved[row]))
+    return (i_new, x_new, keep(r_new, r), keep(p_new, p), keep(ry_new, ry),
+            keep(phi_new, phi), phis.at[i_new].set(keep(phi_new, phi)), saved,
             bad | stalled | solved)
 
-  start = (jnp.zeros([], jnp.int32), x0, r, -y, ry, phi0, phis,
+  start = (jnp.zeros([], jnp.int32), x0, r, -y, ry, phi0, phis, saved,
            ~(jnp.vdot(r, r) > resolution))
-  iterations, x, _, _, _, phi, _, _ = jax.lax.while_loop(going, body, start)
-  return x, phi, iterations
+  iterations, x, _, _, _, phi, phis, saved, _ = jax.lax.while_loop(going, body, start)
+  return x, phi, iterations, saved, phis[np.asarray(saves_at, np.int32)]
+
+
+def _cg_backtrack(objective: Callable[[jax.Array], jax.Array], x: jax.Array,
+                  p: jax.Array, value: jax.Array, phi: jax.Array, iterations: jax.Array,
+                  saved: jax.Array, saved_phi: jax.Array, saves_at: tuple[int, ...]
+                  ) -> tuple[jax.Array, ...]:
+  """Martens' CG-iteration backtracking: from CG's final iterate ``p`` (``value = f(x +
+  p)``, model value ``phi``), step back through the kept iterates of earlier iterations
+  while ``f`` does not increase (a non-finite ``f`` counts as ``+inf``). Returns the
+  chosen iterate, ``f`` (``inf`` if not finite) and the model value there, and the
+  evaluations made."""
+  earlier = jnp.sum(jnp.asarray(saves_at, jnp.int32) < iterations)
+  # A final iterate with a non-finite value is worse than any finite one.
+  value = jnp.where(jnp.isfinite(value), value, jnp.inf)
+
+  def going(carry):
+    k, _, _, _, more, _ = carry
+    return more & (k >= 0)
+
+  def back(carry):
+    k, p, f, phi, _, evals = carry
+    q = saved[k]
+    f_q = objective(x + q)
+    f_q = jnp.where(jnp.isfinite(f_q), f_q, jnp.inf)
+    better = f_q <= f
+    return (k - 1, jnp.where(better, q, p), jnp.where(better, f_q, f),
+            jnp.where(better, saved_phi[k], phi), better, evals + 1)
+
+  start = (earlier - 1, p, value, phi, jnp.ones([], bool), jnp.zeros([], jnp.int32))
+  _, p, f, phi, _, evals = jax.lax.while_loop(going, back, start)
+  return p, f, phi, evals
 
 
 def _curvature_product(curvature: str, objective: Callable[[jax.Array], jax.Array],
@@ -173,14 +238,15 @@ def _backtrack(objective: Callable[[jax.Array], jax.Array], x: jax.Array, p: jax
 
 
 @accepts_schedules(static=("cg_max_iters", "curvature", "linesearch", "preconditioner",
-                           "output_fn", "loss_fn"))
+                           "output_fn", "loss_fn", "cg_backtracking"))
 def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5e-4,
                  curvature: str = "hessian",
                  linesearch: base.GradientTransformation | None = None,
                  preconditioner: str | None = None,
                  output_fn: Callable[[base.Params], Any] | None = None,
                  loss_fn: Callable[[Any], jax.Array] | None = None,
-                 seed: int = 0) -> base.GradientTransformation:
+                 seed: int = 0,
+                 cg_backtracking: bool = False) -> base.GradientTransformation:
   """Hessian-free optimisation (Martens 2010): truncated CG on damped curvature products.
 
   Each update: ``p`` approximately minimises ``g.p + 1/2 p.(B + lambda I)p`` by at most
@@ -213,6 +279,11 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
     output_fn: for ``'gauss_newton'``: params -> model outputs (any pytree).
     loss_fn: for ``'gauss_newton'``: outputs -> scalar loss, convex in the outputs.
     seed: the seed of the Hutchinson probes.
+    cg_backtracking: Martens' CG-iteration backtracking (module docstring): the step is
+      the CG iterate, among those kept at iterations ``ceil(1.3**j)`` and the last,
+      reached by stepping back from the last while ``f`` does not increase (one
+      evaluation per iterate tried). Helps where truncated CG overshoots for the true
+      objective (deep networks far from a minimum); off by default.
   """
   owner = "hessian_free"
   validation.check(owner, damping=(damping, "(0, inf)"), cg_tol=(cg_tol, "[0, inf)"))
@@ -220,6 +291,8 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
   validation.integer(owner, "seed", seed, minimum=0)
   if curvature not in CURVATURES:
     raise ValueError(f"{owner}: curvature must be one of {CURVATURES}, got {curvature!r}")
+  if not isinstance(cg_backtracking, bool):
+    raise ValueError(f"{owner}: cg_backtracking must be True or False, got {cg_backtracking!r}")
   if preconditioner not in PRECONDITIONERS:
     raise ValueError(f"{owner}: preconditioner must be one of {PRECONDITIONERS}, "
                      f"got {preconditioner!r}")
@@ -282,15 +355,21 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
       precondition = lambda r: r / scale  # noqa: E731
 
     warm, _ = ravel(state.solution, dtype)
-    p, phi, iterations = conjugate_gradient(matvec, g, WARM_START_DECAY * warm,
-                                            cg_max_iters, cg_tol, precondition)
+    saves_at = save_points(cg_max_iters) if cg_backtracking else ()
+    p, phi, iterations, saved, saved_phi = _conjugate_gradient(
+        matvec, g, WARM_START_DECAY * warm, cg_max_iters, cg_tol, precondition, saves_at)
     p = jnp.where(jnp.isfinite(p), p, 0)
+    solution = p  # the next warm start: CG's last iterate, also after backtracking
     evals = 1
     if value is None:
       value = objective(x)
       evals += 1
     value = jnp.asarray(value).astype(dtype)
     new_value = objective(x + p)
+    if cg_backtracking:
+      p, new_value, phi, backtracks = _cg_backtrack(objective, x, p, new_value, phi,
+                                                    iterations, saved, saved_phi, saves_at)
+      evals = evals + backtracks
     slope = jnp.vdot(g, p)
     rho = (new_value - value) / phi
     rho = jnp.where(jnp.isfinite(new_value) & (phi < 0) & jnp.isfinite(rho), rho, 0.0)
@@ -308,7 +387,7 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
       step = p
     new_state = HessianFreeState(
         damping=new_lam.astype(state.damping.dtype),
-        solution=cast_like(unravel(p), params), diagonal=diagonal, key=key,
+        solution=cast_like(unravel(solution), params), diagonal=diagonal, key=key,
         rho=rho.astype(state.rho.dtype),
         num_fun_evals=state.num_fun_evals + evals,
         num_cg_iters=state.num_cg_iters + iterations)
