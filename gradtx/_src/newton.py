@@ -10,8 +10,8 @@ Levenberg-Marquardt (Levenberg 1944; Marquardt 1963). A line search along ``d`` 
 picks the step length (backtracking by default), so the method is globally convergent
 and takes the full Newton step (quadratic convergence) near a minimum.
 
-A ``tau`` below that algorithm's first shift (``1e-3`` times the Hessian's largest
-diagonal entry), as the default ``1e-6`` usually is, only regularises the factorisation:
+A ``tau`` below that algorithm's first shift, ``beta = 1e-3 max(max|H_ii|, 1)`` (which
+the default ``1e-6`` always is), only regularises the factorisation:
 when ``H + tau I`` factorises at the first try, one step of iterative refinement against
 ``H`` (``d <- d + (H + tau I)^-1 (-g - H d)``, the static regularisation of
 interior-point solvers) removes most of its bias. In ``H``'s eigenbasis the refined
@@ -214,11 +214,11 @@ def newton(damping: float = 1e-6, linesearch: base.GradientTransformation | None
   the first step lands on the minimum (to ``(damping / lambda_min(H))**2`` relative).
 
   Args:
-    damping: the ``tau`` each step starts from, >= 0. Below ``1e-3 max|H_ii|`` (the
-      default, for Hessians of entries above 1e-3) a ridge that keeps the solve well
-      posed when ``H`` is singular, its bias removed by one refinement step (a relative
-      error of about ``(damping / lambda_min(H))**2`` in the step); larger, it is
-      Levenberg-Marquardt damping, shortening the step towards ``-g / damping``.
+    damping: the ``tau`` each step starts from, >= 0. Below ``1e-3 max(max|H_ii|, 1)``
+      (as the default is) a ridge that keeps the solve well posed when ``H`` is
+      singular, its bias removed by one refinement step (a relative error of about
+      ``(damping / lambda_min(H))**2`` in the step); larger, it is Levenberg-Marquardt
+      damping, shortening the step towards ``-g / damping``.
     linesearch: the line search along ``d``; ``None`` is backtracking from the unit step
       with Armijo constant 1e-4, halving up to 30 times, storing value and gradient for
       reuse, and the unit step without a search where the decrease is below rounding
