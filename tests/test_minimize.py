@@ -231,3 +231,28 @@ def test_lbfgs_at_the_float32_rounding_floor_stops_once_it_stalls():
   assert int(running_on.num_steps) == 500
   np.testing.assert_array_equal(running_on.params, stalled.params)
   assert int(running_on.num_fun_evals) > 10 * int(stalled.num_fun_evals)
+
+
+def test_a_transform_still_adapting_is_not_stopped_as_stalled():
+  """Hessian-free with little damping on ``sum(c (x - 3000)**2) - log(1 - x[1])`` from 0:
+  its first CG steps cross the barrier, every backtracked step too, and it makes more
+  than ten zero updates in a row while its damping rises by 3/2 each time. The params
+  stay put but the state does not, so the loop goes on and converges."""
+  with jax.enable_x64(True):
+    c = jnp.asarray([0.1, 3.0, 30.0])
+    fun = lambda x: jnp.sum(c * (x - 3000.0) ** 2) - jnp.log(1.0 - x[1])  # noqa: E731
+    x0 = jnp.zeros(3)
+    tx = gtx.hessian_free(damping=1e-3)
+    update = jax.jit(lambda x, s: tx.update(jax.grad(fun)(x), s, x, value=fun(x),
+                                            value_fn=fun))
+    x, state, zero_run = x0, tx.init(x0), 0
+    for _ in range(12):
+      updates, state = update(x, state)
+      zero_run = zero_run + 1 if not np.any(np.asarray(updates)) else 0
+      x = x + updates
+    assert zero_run == 12
+    result = minimize(fun, x0, tx, tol=1e-6, max_steps=3000)
+    assert bool(result.converged)
+    # x[1] solves 6 (x - 3000) (x - 1) = 1.
+    root = (18006 - np.sqrt(18006.0**2 - 24 * 17999)) / 12
+    np.testing.assert_allclose(result.params, [3000.0, root, 3000.0], rtol=1e-9)

@@ -6,7 +6,7 @@ gradient vanishes.
 extras a line search or a second-order method needs (``value=``, ``grad=``,
 ``value_fn=fun``), adds the updates to the params, and stops when the gradient's 2-norm
 is at most ``tol``, after ``max_steps`` updates, or once ``stall_steps`` updates in a row
-have left the params unchanged. When a line search in ``tx`` stored the
+have left the params and the transform's floating-point state unchanged. When a line search in ``tx`` stored the
 value and gradient at the params it returned (Optax's ``store_grad=True``, read as
 ``optax.value_and_grad_from_state`` does), they are used instead of evaluating ``fun``
 again.
@@ -95,13 +95,16 @@ class _Carry(NamedTuple):
   num_steps: jax.Array
   own_evals: jax.Array
   failed: jax.Array  # the last update led to a non-finite value or gradient
-  stalled: jax.Array  # consecutive updates that left the params as they were
+  stalled: jax.Array  # consecutive updates after which nothing that could change had
 
 
-def _unchanged(new: base.Params, old: base.Params) -> jax.Array:
+def _unchanged(new: base.PyTree, old: base.PyTree) -> jax.Array:
+  """Whether every floating-point leaf of ``new`` equals its leaf in ``old`` (integer
+  leaves, such as step counts and random keys, are not compared; a NaN is a change)."""
   same = jnp.ones([], bool)
   for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)):
-    same = same & jnp.all(a == b)
+    if jnp.issubdtype(jnp.result_type(a), jnp.inexact):
+      same = same & jnp.all(a == b)
   return same
 
 
@@ -135,7 +138,8 @@ def _run(fun: Callable[[base.Params], jax.Array], tx: base.GradientTransformatio
       own_evals = c.own_evals + jnp.where(reuse, 0, 1).astype(jnp.int32)
     ok = _all_finite(value, grad)
     keep = lambda new, old: base.tree_select(ok, new, old)  # noqa: E731
-    stalled = jnp.where(_unchanged(params, c.params), c.stalled + 1, 0)
+    stuck = _unchanged(params, c.params) & _unchanged(state, c.state)
+    stalled = jnp.where(stuck, c.stalled + 1, 0)
     return _Carry(params=keep(params, c.params), state=state,
                   value=keep(value, c.value), grad=keep(grad, c.grad),
                   num_steps=c.num_steps + ok.astype(jnp.int32), own_evals=own_evals,
@@ -175,10 +179,13 @@ def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
   ``gtx.adam(1e-2)``, ``gtx.lbfgs()``, ``gtx.newton()``, ``gtx.hessian_free()``.
 
   It also stops, with ``converged=False``, after ``stall_steps`` updates in a row that
-  left every param as it was: a line search that finds no decrease, as happens at the
-  rounding floor of float32 when ``tol`` is below the gradient's rounding error (10-D
-  Rosenbrock in float32: about 5e-5), would otherwise spend ``max_steps`` failed
-  searches there.
+  left every param and every floating-point leaf of ``tx``'s state as they were: from
+  there the iteration repeats itself (only counters move). A line search that finds no
+  decrease, as happens at the rounding floor of float32 when ``tol`` is below the
+  gradient's rounding error (10-D Rosenbrock in float32: about 5e-5), would otherwise
+  spend ``max_steps`` failed searches there. A transform still adapting (L-BFGS clearing
+  its memory, Hessian-free raising its damping after a failed step) changes its state,
+  so it is not stopped.
 
   If an update leads to a non-finite value or gradient, the loop stops there and returns
   the params before that update (the last finite ones) with ``converged=False``; ``x0``
@@ -196,8 +203,9 @@ def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
       if it accepts them.
     max_steps: the most updates, an integer >= 0.
     tol: stop when the gradient's 2-norm is at most ``tol``, >= 0.
-    stall_steps: stop after this many consecutive updates that changed no param (an
-      integer >= 1), or ``None`` never to stop for that.
+    stall_steps: stop after this many consecutive updates that changed neither a param
+      nor a floating-point state leaf (an integer >= 1), or ``None`` never to stop for
+      that. (A schedule that holds the step at 0 for a while is such a stretch too.)
 
   Returns:
     A :class:`MinimizeResult`.
