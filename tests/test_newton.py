@@ -107,9 +107,9 @@ def test_one_step_solves_a_convex_quadratic():
 
 def test_a_small_damping_is_refined_away_and_a_large_one_damps():
   """``H = diag(4, 1, 1e-7)``, ``g = (1, 1, 1)``: with ``tau = 1e-6`` (below 1e-3
-  max(max|H_ii|, 1) = 4e-3), the step is one refinement of the damped solve, ``-(l + 2 tau)/(l + tau)**2``
-  per eigenvalue ``l``, between the damped step and Newton's; with ``tau = 0.5`` (above),
-  it is ``-1/(l + tau)``, the damped step."""
+  max(max|H_ii|, 1) = 4e-3), the step is one refinement of the damped solve,
+  ``-(l + 2 tau)/(l + tau)**2`` per eigenvalue ``l``, between the damped step and
+  Newton's; with ``tau = 0.5`` (above), it is ``-1/(l + tau)``, the damped step."""
   with jax.enable_x64(True):
     curvatures = np.asarray([4.0, 1.0, 1e-7])
     fun = lambda x: 0.5 * jnp.sum(jnp.asarray(curvatures) * x**2) + jnp.sum(x)  # noqa: E731

@@ -6,10 +6,10 @@ gradient vanishes.
 extras a line search or a second-order method needs (``value=``, ``grad=``,
 ``value_fn=fun``), adds the updates to the params, and stops when the gradient's 2-norm
 is at most ``tol``, after ``max_steps`` updates, or once ``stall_steps`` updates in a row
-have left the params and the transform's floating-point state unchanged. When a line search in ``tx`` stored the
-value and gradient at the params it returned (Optax's ``store_grad=True``, read as
-``optax.value_and_grad_from_state`` does), they are used instead of evaluating ``fun``
-again.
+have left the params and the transform's floating-point state unchanged. When a line
+search in ``tx`` stored the value and gradient at the params it returned (Optax's
+``store_grad=True``, read as ``optax.value_and_grad_from_state`` does), they are used
+instead of evaluating ``fun`` again.
 """
 
 from __future__ import annotations
