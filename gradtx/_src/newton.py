@@ -84,12 +84,13 @@ def first_shift(hessian: jax.Array) -> jax.Array:
   return 1e-3 * jnp.maximum(jnp.max(jnp.abs(jnp.diag(hessian))), 1.0)
 
 
-def _damped_cholesky(hessian: jax.Array, damping: jax.Array) -> tuple[jax.Array, ...]:
-  """The Cholesky factor of ``hessian + tau I`` for the first ``tau`` that works, tau and
-  the number of factorisations (NaNs in the factor if none worked)."""
+def _damped_cholesky(hessian: jax.Array, damping: jax.Array, beta: jax.Array
+                     ) -> tuple[jax.Array, ...]:
+  """The Cholesky factor of ``hessian + tau I`` for the first ``tau`` that works (``tau``
+  from ``damping``, then ``max(10 tau, beta)``), tau and the number of factorisations
+  (NaNs in the factor if none worked)."""
   n = hessian.shape[0]
   eye = jnp.eye(n, dtype=hessian.dtype)
-  beta = first_shift(hessian)
 
   def factor(tau):
     return jnp.linalg.cholesky(hessian + tau * eye)
@@ -146,11 +147,12 @@ def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
     g, _ = ravel(updates, dtype)
     hessian = jax.hessian(lambda v: value_fn(cast_like(unravel(v), params)))(x)
     hessian = 0.5 * (hessian + hessian.T)
-    chol, tau, tries = _damped_cholesky(hessian, jnp.asarray(damping, dtype))
+    beta = first_shift(hessian)
+    chol, tau, tries = _damped_cholesky(hessian, jnp.asarray(damping, dtype), beta)
     solve = lambda r: jax.scipy.linalg.cho_solve((chol, True), r)  # noqa: E731
     direction = -solve(g)
     # A tau that only regularised the factorisation: one step of iterative refinement.
-    refine = (tries == 1) & (tau < first_shift(hessian))
+    refine = (tries == 1) & (tau < beta)
     direction = jnp.where(refine, direction + solve(-g - hessian @ direction), direction)
     fallback = jnp.where(jnp.isfinite(g), -g, 0)
     direction = jnp.where(jnp.all(jnp.isfinite(direction)), direction, fallback)
