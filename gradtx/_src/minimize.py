@@ -138,7 +138,11 @@ def _run(fun: Callable[[base.Params], jax.Array], tx: base.GradientTransformatio
       own_evals = c.own_evals + jnp.where(reuse, 0, 1).astype(jnp.int32)
     ok = _all_finite(value, grad)
     keep = lambda new, old: base.tree_select(ok, new, old)  # noqa: E731
-    stuck = _unchanged(params, c.params) & _unchanged(state, c.state)
+    # Unchanged params give an unchanged value, so the params and the state are compared
+    # only then (comparing them every step doubled a small L-BFGS step's time).
+    stuck = jax.lax.cond(value == c.value,
+                         lambda: _unchanged(params, c.params) & _unchanged(state, c.state),
+                         lambda: jnp.zeros([], bool))
     stalled = jnp.where(stuck, c.stalled + 1, 0)
     return _Carry(params=keep(params, c.params), state=state,
                   value=keep(value, c.value), grad=keep(grad, c.grad),
