@@ -23,9 +23,10 @@ from gradtx._src.newton import newton
 from test_newton import L2, assert_trees_close, logistic_problem, scipy_solution
 
 
-def numpy_cg(a, g, x0, max_iters, tol, m_inv=None):
+def numpy_cg(a, g, x0, max_iters, tol, m_inv=None, iterates=None):
   """Martens 2010, Algorithm 2 (preconditioned CG on ``phi(x) = g.x + 1/2 x.A x``) with
-  his stopping test, for a dense ``A``: the solution, its model value, the iterations."""
+  his stopping test, for a dense ``A``: the solution, its model value, the iterations.
+  Each iteration's ``x`` is appended to the list ``iterates`` if one is given."""
   m_inv = np.ones_like(g) if m_inv is None else m_inv
   phi = lambda x: g @ x + 0.5 * x @ a @ x  # noqa: E731
   x = x0 if phi(x0) <= 0 else np.zeros_like(g)
@@ -42,6 +43,8 @@ def numpy_cg(a, g, x0, max_iters, tol, m_inv=None):
     p = -y_new + (r_new @ y_new) / (r @ y) * p
     r, y = r_new, y_new
     phis.append(phi(x))
+    if iterates is not None:
+      iterates.append(x)
     k = max(10, i // 10)
     if i > k and phis[i] < 0 and (phis[i] - phis[i - k]) / phis[i] < k * tol:
       return x, phis[i], i
@@ -315,16 +318,9 @@ def test_cg_backtracking_matches_martens_procedure_in_numpy(iters):
     lam = 1e-3
     g = np.asarray(jax.grad(fun)(x0))
     a = np.asarray(jax.hessian(fun)(x0)) + lam * np.eye(6)
-    iterates, x, r = [], np.zeros(6), g.copy()
-    p = -r
-    for _ in range(iters):
-      ap = a @ p
-      alpha = (r @ r) / (p @ ap)
-      x = x + alpha * p
-      r_new = r + alpha * ap
-      p = -r_new + (r_new @ r_new) / (r @ r) * p
-      r = r_new
-      iterates.append(x)
+    iterates = []
+    numpy_cg(a, g, np.zeros(6), iters, 0.0, iterates=iterates)  # tol 0: all iterations
+    assert len(iterates) == iters
     kept = sorted({1, 2, 3, 4, 5, iters})
     chosen = len(kept) - 1
     best = numpy_rosenbrock(x0 + iterates[kept[chosen] - 1])
