@@ -64,3 +64,18 @@ def test_command_line_prints_the_table_and_writes_pictures(tmp_path, capsys):
   assert (tmp_path / "landscapes_booth.png").stat().st_size > 1000
   with pytest.raises(SystemExit):
     command.main(["--optimizers", "nope", "--out", str(tmp_path)])
+
+
+def test_command_line_checks_matplotlib_before_running_the_suite(monkeypatch, tmp_path,
+                                                                 capsys):
+  monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+  args = ["--filter", "quad_bowl noiseless normal", "--seeds", "2", "--steps", "5",
+          "--optimizers", "sgd", "--out", str(tmp_path)]
+  with pytest.raises(SystemExit):
+    command.main(args)
+  _, err = capsys.readouterr()
+  assert 'pip install "gradtx[examples]"' in err and "--no-plots" in err
+  assert "SGD reference" not in err  # the suite did not start
+  command.main(args + ["--no-plots"])  # the table alone needs no matplotlib
+  out, _ = capsys.readouterr()
+  assert "sgd" in out and not list(tmp_path.iterdir())

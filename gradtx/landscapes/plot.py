@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._src import base
+import gradtx as gtx
 from gradtx.landscapes import functions, scoring
 
 
@@ -25,7 +25,7 @@ def _pyplot():
   return plt
 
 
-def trajectory(function: functions.Landscape, tx: base.GradientTransformation, *,
+def trajectory(function: functions.Landscape, tx: gtx.GradientTransformation, *,
                steps: int = 100, start=None) -> np.ndarray:
   """The points ``(steps + 1, dim)`` that ``tx`` visits from ``start`` (default: the
   function's start point), given ``value=`` and the exact gradient at each step."""
@@ -38,7 +38,7 @@ def trajectory(function: functions.Landscape, tx: base.GradientTransformation, *
       x, state = carry
       value, grad = value_and_grad(x)
       updates, state = tx.update(grad, state, x, value=value, value_fn=function.fn)
-      x = base.apply_updates(x, updates)
+      x = gtx.apply_updates(x, updates)
       return (x, state), x
     _, xs = jax.lax.scan(step, (x0, tx.init(x0)), None, length=steps)
     return jnp.concatenate([x0[None], xs])

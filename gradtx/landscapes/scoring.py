@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._src import alias, base
+import gradtx as gtx
 from gradtx.landscapes import schaul
 
 SGD_LEARNING_RATES = tuple(float(v) for v in np.exp(np.linspace(-10, 0, 34) * np.log(10)))
@@ -114,7 +114,7 @@ class SuiteResult:
 
 
 def _as_factory(entry: Any) -> tuple[Callable[[Any], Any], bool]:
-  if isinstance(entry, base.GradientTransformation) or (
+  if isinstance(entry, gtx.GradientTransformation) or (
       hasattr(entry, "init") and hasattr(entry, "update")):
     return (lambda lr: entry), False
   if callable(entry):
@@ -135,7 +135,7 @@ def _trajectory_ends(factory, learning_rates, groups):
       x, state, bad = carry
       value, grad, expected = schaul.objective(problem, x, t)
       updates, state = tx.update(grad, state, x, value=value)
-      x = base.apply_updates(x, updates)
+      x = gtx.apply_updates(x, updates)
       return (x, state, bad | ~(expected <= DIVERGED_ABOVE)), None
 
     steps = problem["noise"].shape[0]
@@ -254,7 +254,7 @@ def _reference(cases, seeds, steps):
 
 
 def _sgd(learning_rate):
-  return alias.sgd(learning_rate)
+  return gtx.sgd(learning_rate)
 
 
 def _score(name, cases, finals, bad, medians, initial, sgd_value, has_reference, sgd_rates,

@@ -9,7 +9,9 @@ differentiating through it:
 >>> tx = gtx.learned.lstm_optimizer(gtx.learned.pretrained("quadratic"))
 >>> meta_params, history = gtx.learned.meta_train("quadratic", steps=10)  # doctest: +SKIP
 
-``python -m gradtx.learned`` reproduces the shipped meta-parameters.
+``python -m gradtx.learned --out DIR`` meta-trains and saves meta-parameters (load them
+with :func:`load_meta_params`); ``--out gradtx/learned/pretrained`` reproduces the
+shipped ones.
 """
 
 from gradtx.learned.evaluation import evaluate, tune_learning_rate

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._src import base
+import gradtx as gtx
 from gradtx.learned.meta_train import EVAL_STREAM, problem_key
 from gradtx.learned.problems import ProblemFamily, get_family, sample_problems
 
 
-def _curves(tx: base.GradientTransformation, family: ProblemFamily, data, params,
+def _curves(tx: gtx.GradientTransformation, family: ProblemFamily, data, params,
             steps: int, every_step: bool = True) -> jax.Array:
   """``(problems, steps + 1)`` eval losses along ``tx``'s trajectories (vmapped), or with
   ``every_step=False`` only the final ones, ``(problems,)``."""
@@ -28,7 +28,7 @@ def _curves(tx: base.GradientTransformation, family: ProblemFamily, data, params
       params, state = carry
       grad = jax.grad(family.loss)(params, data, t)
       updates, state = tx.update(grad, state, params)
-      params = base.apply_updates(params, updates)
+      params = gtx.apply_updates(params, updates)
       return (params, state), family.eval_loss(params, data) if every_step else None
 
     (final, _), losses = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(steps))
@@ -39,7 +39,7 @@ def _curves(tx: base.GradientTransformation, family: ProblemFamily, data, params
   return jax.vmap(one)(data, params)
 
 
-def evaluate(tx: base.GradientTransformation, problem_family: str | ProblemFamily, *,
+def evaluate(tx: gtx.GradientTransformation, problem_family: str | ProblemFamily, *,
              num_problems: int = 100, steps: int = 100, seed: int = 0) -> np.ndarray:
   """Loss curves of ``tx`` on ``num_problems`` held-out problems.
 
@@ -52,7 +52,7 @@ def evaluate(tx: base.GradientTransformation, problem_family: str | ProblemFamil
   return np.asarray(jax.jit(lambda d, x: _curves(tx, family, d, x, steps))(data, params))
 
 
-def tune_learning_rate(make_tx: Callable[[jax.Array], base.GradientTransformation],
+def tune_learning_rate(make_tx: Callable[[jax.Array], gtx.GradientTransformation],
                        learning_rates: Sequence[float],
                        problem_family: str | ProblemFamily, *, num_problems: int = 100,
                        steps: int = 100, seed: int = 0,

@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+import gradtx as gtx
+# Not public API (yet): hyperparameter checks, the per-leaf rule lifter and schedule support.
 from gradtx._src import base, validation
 from gradtx._src.hyperparams import accepts_schedules
 
@@ -44,8 +46,8 @@ class LSTMOptimizerState(NamedTuple):
     cell: the cell state ``c`` of every layer, for every coordinate.
   """
 
-  hidden: base.PyTree
-  cell: base.PyTree
+  hidden: Any
+  cell: Any
 
 
 def init_meta_params(key: jax.Array, hidden_size: int = 20, num_layers: int = 2,
@@ -145,7 +147,7 @@ def lstm_step(meta_params: MetaParams, x: jax.Array, hidden: jax.Array,
 
 @accepts_schedules(static=("meta_params",))
 def lstm_optimizer(meta_params: MetaParams, p: float = 10.0,
-                   output_scale: float = 0.1) -> base.GradientTransformation:
+                   output_scale: float = 0.1) -> gtx.GradientTransformation:
   """The coordinatewise two-layer LSTM optimizer (Andrychowicz et al. 2016).
 
   ``u = output_scale * (w_out . LSTM_phi(preprocess(g)) + b_out)`` per coordinate, the
@@ -199,4 +201,4 @@ def lstm_optimizer(meta_params: MetaParams, p: float = 10.0,
                                             state.cell, p=p, output_scale=output_scale)
     return updates, LSTMOptimizerState(hidden, cell)
 
-  return base.GradientTransformation(init, update)
+  return gtx.GradientTransformation(init, update)

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._src import base, validation
-from gradtx._src.alias import adam
+import gradtx as gtx
+from gradtx._src import validation  # not public API (yet): hyperparameter checks
 from gradtx.learned.lstm import MetaParams, init_meta_params, lstm_optimizer
 from gradtx.learned.problems import ProblemFamily, get_family, sample_problems
 
@@ -73,8 +73,9 @@ def _unroll_one(meta_params, family, data, params, state, start, *, unroll, hori
       grad = jax.lax.stop_gradient(grad)
     updates, new_state = tx.update(grad, state, params)
     active = t < horizon
-    keep = lambda new, old: base.tree_select(active, new, old)  # noqa: E731
-    carry = (keep(base.apply_updates(params, updates), params), keep(new_state, state))
+    keep = lambda new, old: jax.tree.map(  # noqa: E731
+        lambda a, b: jnp.where(active, a, b), new, old)
+    carry = (keep(gtx.apply_updates(params, updates), params), keep(new_state, state))
     return carry, jnp.where(active, value, 0.0)
 
   (params, state), values = jax.lax.scan(step, (params, state),
@@ -99,9 +100,9 @@ def _train_step(meta_params, opt_state, data, params, state, start, *, family, o
   """One meta-step: an unroll on a batch of problems, then the meta-optimizer's update."""
   (loss, (params, state, final)), grads = jax.value_and_grad(_unroll_batch, has_aux=True)(
       meta_params, family, data, params, state, start, **options)
-  optimizer = optimizer if optimizer is not None else adam(meta_learning_rate)
+  optimizer = optimizer if optimizer is not None else gtx.adam(meta_learning_rate)
   updates, opt_state = optimizer.update(grads, opt_state, meta_params)
-  return base.apply_updates(meta_params, updates), opt_state, params, state, loss, final
+  return gtx.apply_updates(meta_params, updates), opt_state, params, state, loss, final
 
 
 @functools.partial(jax.jit, static_argnames=("family", "batch_size", "p", "output_scale"))
@@ -136,7 +137,7 @@ def meta_train(problem_family: str | ProblemFamily = "quadratic", *, steps: int 
                unroll: int = 20, horizon: int = 100, batch_size: int = 64,
                meta_learning_rate: float = 1e-3, seed: int = 0,
                meta_params: MetaParams | None = None,
-               meta_optimizer: base.GradientTransformation | None = None,
+               meta_optimizer: gtx.GradientTransformation | None = None,
                first_order: bool = True, hidden_size: int = 20, num_layers: int = 2,
                p: float = 10.0, output_scale: float = 0.1, log_every: int = 0,
                callback: Callable[[int, dict[str, float]], Any] | None = None,
@@ -181,7 +182,7 @@ def meta_train(problem_family: str | ProblemFamily = "quadratic", *, steps: int 
   if meta_params is None:
     meta_params = init_meta_params(problem_key(seed, INIT_STREAM), hidden_size, num_layers)
   meta_params = jax.tree.map(jnp.asarray, meta_params)
-  optimizer = meta_optimizer if meta_optimizer is not None else adam(meta_learning_rate)
+  optimizer = meta_optimizer if meta_optimizer is not None else gtx.adam(meta_learning_rate)
   # Static (hashable) settings, so that the compiled steps are reused by later calls.
   static = dict(family=family, optimizer=meta_optimizer, meta_learning_rate=float(
       meta_learning_rate), unroll=unroll, horizon=horizon, first_order=bool(first_order),

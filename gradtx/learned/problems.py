@@ -15,13 +15,14 @@ Andrychowicz et al. 2016, §3.1 and §3.2:
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._src import base, validation
+import gradtx as gtx
+from gradtx._src import validation  # not public API (yet): hyperparameter checks
 
 
 class ProblemFamily(NamedTuple):
@@ -38,9 +39,9 @@ class ProblemFamily(NamedTuple):
   """
 
   name: str
-  sample: Callable[[jax.Array], tuple[base.PyTree, base.Params]]
-  loss: Callable[[base.Params, base.PyTree, jax.Array], jax.Array]
-  eval_loss: Callable[[base.Params, base.PyTree], jax.Array]
+  sample: Callable[[jax.Array], tuple[Any, gtx.Params]]
+  loss: Callable[[gtx.Params, Any, jax.Array], jax.Array]
+  eval_loss: Callable[[gtx.Params, Any], jax.Array]
 
 
 def quadratic(num_dims: int = 10, init_scale: float = 0.01) -> ProblemFamily:
@@ -139,6 +140,6 @@ def _default_family(name: str) -> ProblemFamily:
 
 
 def sample_problems(family: ProblemFamily, key: jax.Array,
-                    num_problems: int) -> tuple[base.PyTree, base.Params]:
+                    num_problems: int) -> tuple[Any, gtx.Params]:
   """``num_problems`` problems of ``family``: data and initial params, stacked on axis 0."""
   return jax.vmap(family.sample)(jax.random.split(key, num_problems))

@@ -49,8 +49,8 @@ def pretrained(name: str) -> MetaParams:
   """The shipped meta-parameters for ``"quadratic"`` or ``"mlp"``.
 
   Use them as ``lstm_optimizer(pretrained("quadratic"))``; they were meta-trained with
-  ``p = 10`` and ``output_scale = 0.1`` (the defaults) by ``python -m gradtx.learned``,
-  whose settings :func:`pretrained_config` returns.
+  ``p = 10`` and ``output_scale = 0.1`` (the defaults) by ``python -m gradtx.learned
+  --out gradtx/learned/pretrained``, whose settings :func:`pretrained_config` returns.
   """
   with pretrained_path(name).open("rb") as file:
     return load_meta_params(file)[0]
