@@ -245,14 +245,21 @@ def bench_compile(leaves: int, size: int) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--quick", action="store_true", help="small shapes, few rounds")
+  parser.add_argument("--quick", action="store_true",
+                      help="Use smaller shapes and fewer rounds, for a smoke run "
+                           "(default: off).")
   parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
-                      choices=list(OPTIMIZERS))
+                      choices=list(OPTIMIZERS),
+                      help="The optimizers to time (default: all of them).")
   parser.add_argument("--shapes", nargs="+", default=None,
-                      help=f"subset of {list(SHAPES)} (or of the quick shapes)")
-  parser.add_argument("--rounds", type=int, default=None)
+                      help=f"The pytree shapes to time, a subset of {list(SHAPES)}, or of "
+                           f"{list(QUICK_SHAPES)} with --quick (default: all of them).")
+  parser.add_argument("--rounds", type=int, default=None,
+                      help="The number of timing rounds per shape and optimizer (default: "
+                           "11, or 3 with --quick).")
   parser.add_argument("--no-compile", action="store_true",
-                      help="skip the 2000-leaf compile-time table")
+                      help="Skip the table of compile times for the 2000-leaf tree "
+                           "(default: off).")
   args = parser.parse_args()
 
   shapes = QUICK_SHAPES if args.quick else SHAPES

@@ -537,25 +537,33 @@ def versions() -> str:
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true",
-                      help="smaller problems and one timed run: a smoke run")
+                      help="Use smaller problems and one timed run, for a smoke run "
+                           "(default: off).")
   parser.add_argument("--tol", type=float, default=1e-5,
-                      help="stop when the gradient's 2-norm is at most this")
-  parser.add_argument("--max-steps", type=int, default=2000)
+                      help="Stop when the gradient's 2-norm is at most this "
+                           "(default: %(default)s).")
+  parser.add_argument("--max-steps", type=int, default=2000,
+                      help="The most steps per solve (default: %(default)s).")
   parser.add_argument("--repeats", type=int, default=None,
-                      help="timed runs per method (default 7, 1 with --quick)")
+                      help="The number of timed runs per method (default: 7, or 1 with "
+                           "--quick).")
   parser.add_argument("--problems", default=None,
-                      help="comma-separated problem names (default: all)")
+                      help="The problems to solve, as comma-separated names (default: all "
+                           "of them).")
   parser.add_argument("--methods", default=None,
-                      help="comma-separated method names (default: all)")
+                      help="The methods to run, as comma-separated names from: "
+                           f"{', '.join(METHODS)} (default: all of them).")
   parser.add_argument("--blas-threads", type=int, default=1,
-                      help="OpenBLAS threads (SciPy's, which jaxlib's LAPACK calls also use)")
+                      help="The number of OpenBLAS threads, used by SciPy and by jaxlib's "
+                           "LAPACK calls (default: %(default)s).")
   parser.add_argument("--starts", type=int, default=None,
-                      help="also count evaluations from this many nearby starts (x0 and "
-                           "x0 + 1e-6 (1 + |x0|) N(0, 1); default 20, 0 with --quick)")
+                      help="Also count evaluations from this many nearby starts, x0 and "
+                           "x0 + 1e-6 (1 + |x0|) N(0, 1) (default: 20, or 0 with --quick).")
   parser.add_argument("--linesearch-study", action="store_true",
-                      help="add gradtx L-BFGS rows with other zoom line search settings")
+                      help="Add rows for gradtx's L-BFGS with other zoom line search "
+                           "settings (default: off).")
   args = parser.parse_args(argv)
   repeats = args.repeats if args.repeats is not None else (1 if args.quick else 7)
   starts = args.starts if args.starts is not None else (0 if args.quick else 20)

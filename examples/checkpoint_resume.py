@@ -160,14 +160,19 @@ def run_phase(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> bool:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--steps", type=int, default=100)
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--steps", type=int, default=100,
+                      help="The number of training steps of a whole run "
+                           "(default: %(default)s).")
   parser.add_argument("--save-at", type=int, default=41,
-                      help="the step count at which the checkpoint is taken")
-  parser.add_argument("--dir", default=None, help="a folder for the checkpoints (default: a "
-                      "temporary one)")
+                      help="The step count at which the checkpoint is taken; it must be "
+                           "at least 1 and below --steps (default: %(default)s).")
+  parser.add_argument("--dir", default=None,
+                      help="The folder for the checkpoints (default: a temporary folder, "
+                           "deleted at the end).")
   parser.add_argument("--phase", choices=["uninterrupted", "save", "resume"], default=None,
-                      help="run one phase only (the demo runs all three)")
+                      help="Run this one phase only (default: the demo runs all three, "
+                           "the last in a new process).")
   args = parser.parse_args(argv)
   if not 1 <= args.save_at < args.steps:
     parser.error("need 1 <= --save-at < --steps")

@@ -209,15 +209,21 @@ def plot(results: list[dict], steps_per_epoch: int, path: pathlib.Path) -> bool:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                      help=f"comma-separated names, from: {', '.join(OPTIMIZERS)}")
-  parser.add_argument("--epochs", type=int, default=30, help="passes over the training set")
-  parser.add_argument("--batch-size", type=int, default=64)
+                      help="The optimizers to compare, as comma-separated names from: "
+                           f"{', '.join(OPTIMIZERS)} (default: all of them).")
+  parser.add_argument("--epochs", type=int, default=30,
+                      help="The number of passes over the training set "
+                           "(default: %(default)s).")
+  parser.add_argument("--batch-size", type=int, default=64,
+                      help="The number of examples per step (default: %(default)s).")
   parser.add_argument("--seed", type=int, default=0,
-                      help="seeds the data split, the initial weights and the batch order")
+                      help="Seeds the data split, the initial weights and the batch order "
+                           "(default: %(default)s).")
   parser.add_argument("--out", default="outputs/compare_optimizers",
-                      help="folder for results.json and loss_curves.png")
+                      help="The folder to write results.json and loss_curves.png into "
+                           "(default: %(default)s).")
   args = parser.parse_args(argv)
   args.optimizers = [name.strip() for name in args.optimizers.split(",") if name.strip()]
   unknown = [name for name in args.optimizers if name not in OPTIMIZERS]

@@ -153,9 +153,12 @@ def describe(tree) -> str:
 def main(argv: list[str] | None = None) -> dict[str, tuple]:
   """Trains on one device and on each chosen layout; returns ``{name: (params, opt_state,
   losses)}`` with the one-device run under ``"one_device"``."""
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--layout", choices=[*LAYOUTS, "all"], default="all")
-  parser.add_argument("--steps", type=int, default=100)
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--layout", choices=[*LAYOUTS, "all"], default="all",
+                      help="The layout to train and compare with the one-device run "
+                           "(default: %(default)s).")
+  parser.add_argument("--steps", type=int, default=100,
+                      help="The number of training steps of each run (default: %(default)s).")
   args = parser.parse_args(argv)
   if len(jax.devices()) < 8:
     raise SystemExit(f"needs 8 devices, found {len(jax.devices())}; run it in a fresh process "

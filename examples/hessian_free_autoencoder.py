@@ -34,7 +34,6 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import gradtx as gtx
-from gradtx._src.hessian_free import hessian_free
 
 
 def load_data(seed: int, train_size: int | None):
@@ -72,16 +71,28 @@ def reconstruction_error(params, x) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--iterations", type=int, default=40, help="Hessian-free steps")
-  parser.add_argument("--cg-max-iters", type=int, default=50)
-  parser.add_argument("--damping", type=float, default=1.0, help="HF's initial damping")
-  parser.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
-  parser.add_argument("--sizes", default="64,32,16,8,16,32,64", help="layer widths")
-  parser.add_argument("--train-size", type=int, default=None, help="use fewer images")
-  parser.add_argument("--seed", type=int, default=0)
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--iterations", type=int, default=40,
+                      help="The number of Hessian-free steps (default: %(default)s).")
+  parser.add_argument("--cg-max-iters", type=int, default=50,
+                      help="The most conjugate-gradient iterations per Hessian-free step "
+                           "(default: %(default)s).")
+  parser.add_argument("--damping", type=float, default=1.0,
+                      help="Hessian-free's initial damping (default: %(default)s).")
+  parser.add_argument("--lr", type=float, default=3e-3,
+                      help="Adam's learning rate (default: %(default)s).")
+  parser.add_argument("--sizes", default="64,32,16,8,16,32,64",
+                      help="The layer widths, comma-separated, from input to output "
+                           "(default: %(default)s).")
+  parser.add_argument("--train-size", type=int, default=None,
+                      help="Train on only this many images (default: the whole training "
+                           "split).")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="Seeds the data split and the initial weights "
+                           "(default: %(default)s).")
   parser.add_argument("--cg-backtracking", action="store_true",
-                      help="Martens' CG-iteration backtracking (section 4.6)")
+                      help="Use Martens' backtracking over the CG iterates, his section "
+                           "4.6 (default: off).")
   args = parser.parse_args(argv)
 
   x_train, x_test = load_data(args.seed, args.train_size)
@@ -94,9 +105,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
   print(f"autoencoder {args.sizes} ({n_params} params) on {len(x_train)} digits, "
         f"full batch; test on {len(x_test)}")
 
-  hf = hessian_free(damping=args.damping, cg_max_iters=args.cg_max_iters,
-                    curvature="gauss_newton", output_fn=output_fn, loss_fn=loss_fn,
-                    cg_backtracking=args.cg_backtracking)
+  hf = gtx.hessian_free(damping=args.damping, cg_max_iters=args.cg_max_iters,
+                        curvature="gauss_newton", output_fn=output_fn, loss_fn=loss_fn,
+                        cg_backtracking=args.cg_backtracking)
 
   @jax.jit
   def hf_step(params, state):

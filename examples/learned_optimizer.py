@@ -29,7 +29,6 @@ import time
 import numpy as np
 
 import gradtx as gtx
-from gradtx import learned
 
 BASELINES = {
     "Adam": lambda lr: gtx.adam(lr),
@@ -47,52 +46,61 @@ def summary(curves: np.ndarray, step: int) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--family", choices=["quadratic", "mlp"], default="quadratic",
-                      help="the family the learned optimizer was trained on and is tested on")
-  parser.add_argument("--num-problems", type=int, default=100, help="held-out problems")
-  parser.add_argument("--steps", type=int, default=100, help="horizon of the comparison")
+                      help="The problem family the learned optimizer was trained on and is "
+                           "tested on (default: %(default)s).")
+  parser.add_argument("--num-problems", type=int, default=100,
+                      help="The number of held-out problems (default: %(default)s).")
+  parser.add_argument("--steps", type=int, default=100,
+                      help="The horizon of the comparison, in steps (default: %(default)s).")
   parser.add_argument("--long-steps", type=int, default=200,
-                      help="longer horizon for the generalisation test")
+                      help="The longer horizon of the generalisation test, in steps "
+                           "(default: %(default)s).")
   parser.add_argument("--grid", type=int, default=4,
-                      help="learning rates per decade, from 1e-4 to 1 (tuning grid)")
+                      help="The number of learning rates per decade in the tuning grid, "
+                           "which runs from 1e-4 to 1 (default: %(default)s).")
   parser.add_argument("--meta-train-steps", type=int, default=0,
-                      help="meta-train this many steps instead of loading the shipped "
-                           "meta-parameters")
-  parser.add_argument("--seed", type=int, default=0, help="seed of the held-out problems")
-  parser.add_argument("--plot", default="learned_optimizer.png", help="PNG to write ('' for none)")
+                      help="Meta-train this many steps instead of loading the shipped "
+                           "meta-parameters; 0 loads them (default: %(default)s).")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="The seed of the held-out problems (default: %(default)s).")
+  parser.add_argument("--plot", default="learned_optimizer.png",
+                      help="The PNG file to draw the loss curves into, '' for none "
+                           "(default: %(default)s).")
   parser.add_argument("--tiny", action="store_true",
-                      help="tiny settings (8 problems, 10 and 20 steps, a coarse grid) for tests")
+                      help="Use tiny settings (8 problems, 10 and 20 steps, a coarse grid), "
+                           "for tests (default: off).")
   args = parser.parse_args(argv)
   if args.tiny:
     args.num_problems, args.steps, args.long_steps, args.grid = 8, 10, 20, 1
 
   start = time.perf_counter()
   if args.meta_train_steps:
-    meta_params = {args.family: learned.meta_train(
+    meta_params = {args.family: gtx.learned.meta_train(
         args.family, steps=args.meta_train_steps, batch_size=16 if args.tiny else 64,
         log_every=max(1, args.meta_train_steps // 5)).meta_params}
-    meta_params[OTHER[args.family]] = learned.pretrained(OTHER[args.family])
+    meta_params[OTHER[args.family]] = gtx.learned.pretrained(OTHER[args.family])
   else:
-    meta_params = {name: learned.pretrained(name) for name in OTHER}
+    meta_params = {name: gtx.learned.pretrained(name) for name in OTHER}
   grid = [float(x) for x in np.logspace(-4, 0, 4 * args.grid + 1)]
   evaluation = dict(num_problems=args.num_problems, seed=args.seed)
 
   def lstm(family):
-    return learned.lstm_optimizer(meta_params[family])
+    return gtx.learned.lstm_optimizer(meta_params[family])
 
   # The comparison on the training family, over the long horizon (its first --steps
   # steps are the short one; each baseline's learning rate is tuned for --steps). The
   # optimizer trained on the other family runs too: cross-family generalisation.
   family, other = args.family, OTHER[args.family]
   ours = f"LSTM ({family})"
-  curves = {name: learned.evaluate(lstm(name), family, steps=args.long_steps, **evaluation)
+  curves = {name: gtx.learned.evaluate(lstm(name), family, steps=args.long_steps, **evaluation)
             for name in (family, other)}
   curves = {ours: curves[family], f"LSTM ({other})": curves[other]}
   learning_rates = dict.fromkeys(curves)
   for name, make in BASELINES.items():
-    lr, _, _ = learned.tune_learning_rate(make, grid, family, steps=args.steps, **evaluation)
-    curves[name] = learned.evaluate(make(lr), family, steps=args.long_steps, **evaluation)
+    lr, _, _ = gtx.learned.tune_learning_rate(make, grid, family, steps=args.steps, **evaluation)
+    curves[name] = gtx.learned.evaluate(make(lr), family, steps=args.long_steps, **evaluation)
     learning_rates[name] = lr
 
   print(f"Held-out {family} problems ({args.num_problems}, seed {args.seed}); baselines' "
@@ -123,12 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"{'still beats' if wins_long else 'does not beat'} every baseline")
 
   # Cross-family generalisation: both learned optimizers and tuned Adam on the other one.
-  cross = {f"LSTM ({name})": learned.evaluate(lstm(name), other, steps=args.steps,
-                                              **evaluation) for name in (family, other)}
-  lr, _, _ = learned.tune_learning_rate(BASELINES["Adam"], grid, other, steps=args.steps,
-                                        **evaluation)
-  cross["Adam"] = learned.evaluate(BASELINES["Adam"](lr), other, steps=args.steps,
-                                   **evaluation)
+  cross = {f"LSTM ({name})": gtx.learned.evaluate(lstm(name), other, steps=args.steps,
+                                                  **evaluation) for name in (family, other)}
+  lr, _, _ = gtx.learned.tune_learning_rate(BASELINES["Adam"], grid, other, steps=args.steps,
+                                            **evaluation)
+  cross["Adam"] = gtx.learned.evaluate(BASELINES["Adam"](lr), other, steps=args.steps,
+                                       **evaluation)
   print(f"\nCross-family: held-out {other} problems, loss@{args.steps}")
   for name, curve in cross.items():
     mean, error = summary(curve, args.steps)

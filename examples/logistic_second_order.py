@@ -22,10 +22,6 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import gradtx as gtx
-from gradtx._src.hessian_free import hessian_free
-from gradtx._src.lbfgs import lbfgs
-from gradtx._src.minimize import minimize
-from gradtx._src.newton import newton
 
 
 def make_problem(n_classes: int, l2: float, seed: int):
@@ -52,29 +48,35 @@ def make_problem(n_classes: int, l2: float, seed: int):
 
 
 def main(argv: list[str] | None = None) -> dict[str, gtx.GradientTransformation]:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--classes", type=int, default=10, help="digits 0..classes-1")
-  parser.add_argument("--l2", type=float, default=1e-3)
-  parser.add_argument("--tol", type=float, default=1e-8, help="gradient-norm tolerance")
-  parser.add_argument("--max-steps", type=int, default=500)
-  parser.add_argument("--seed", type=int, default=0)
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--classes", type=int, default=10,
+                      help="Use the digits 0 to classes-1 (default: %(default)s).")
+  parser.add_argument("--l2", type=float, default=1e-3,
+                      help="The L2 regularisation strength (default: %(default)s).")
+  parser.add_argument("--tol", type=float, default=1e-8,
+                      help="Stop when the gradient's norm is at most this "
+                           "(default: %(default)s).")
+  parser.add_argument("--max-steps", type=int, default=500,
+                      help="The most steps per method (default: %(default)s).")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="Seeds the train/test split (default: %(default)s).")
   args = parser.parse_args(argv)
 
   with jax.enable_x64(True):
     loss, x0, accuracy = make_problem(args.classes, args.l2, args.seed)
     n = sum(p.size for p in jax.tree.leaves(x0))
-    methods = {"lbfgs": lbfgs(), "newton": newton(max_params=max(5000, n)),
-               "hessian_free": hessian_free()}
+    methods = {"lbfgs": gtx.lbfgs(), "newton": gtx.newton(max_params=max(5000, n)),
+               "hessian_free": gtx.hessian_free()}
     print(f"digits 0-{args.classes - 1}: {n} params, gradient tolerance {args.tol:g}")
     print(f"{'method':<14}{'steps':>6}{'f evals':>9}{'value':>20}{'grad norm':>11}"
           f"{'time s':>8}{'test acc':>10}")
     results = {}
     for name, tx in methods.items():
-      result = minimize(loss, x0, tx, max_steps=args.max_steps, tol=args.tol)
+      result = gtx.minimize(loss, x0, tx, max_steps=args.max_steps, tol=args.tol)
       jax.block_until_ready(result)  # the first call compiles; time the second
       start = time.perf_counter()
       result = jax.block_until_ready(
-          minimize(loss, x0, tx, max_steps=args.max_steps, tol=args.tol))
+          gtx.minimize(loss, x0, tx, max_steps=args.max_steps, tol=args.tol))
       seconds = time.perf_counter() - start
       results[name] = result
       print(f"{name:<14}{int(result.num_steps):>6}{int(result.num_fun_evals):>9}"

@@ -64,15 +64,24 @@ def make_optimizer(lr: float, total_steps: int, weight_decay: float):
 
 
 def main(argv: list[str] | None = None) -> float:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--epochs", type=int, default=30, help="passes over the training set")
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--epochs", type=int, default=30,
+                      help="The number of passes over the training set "
+                           "(default: %(default)s).")
   parser.add_argument("--steps", type=int, default=None,
-                      help="number of optimizer steps (overrides --epochs)")
-  parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-  parser.add_argument("--weight-decay", type=float, default=1e-4)
-  parser.add_argument("--hidden", type=int, default=128, help="width of the two hidden layers")
-  parser.add_argument("--seed", type=int, default=0)
+                      help="The number of optimizer steps; overrides --epochs (default: "
+                           "as many as --epochs makes).")
+  parser.add_argument("--batch-size", type=int, default=128,
+                      help="The number of examples per step (default: %(default)s).")
+  parser.add_argument("--lr", type=float, default=3e-3,
+                      help="The peak learning rate (default: %(default)s).")
+  parser.add_argument("--weight-decay", type=float, default=1e-4,
+                      help="AdamW's weight decay (default: %(default)s).")
+  parser.add_argument("--hidden", type=int, default=128,
+                      help="The width of the two hidden layers (default: %(default)s).")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="Seeds the data split, the initial weights and the batch order "
+                           "(default: %(default)s).")
   args = parser.parse_args(argv)
 
   x_train, x_test, y_train, y_test = load_data(args.seed)
