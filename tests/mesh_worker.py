@@ -52,7 +52,8 @@ def main():
                    for k, leaf in params.items()]
     lookahead = opt_state[1]
     adam = lookahead.inner_state[0]
-    # A bare jax.jit(tx.init) on placed params, without out_shardings (API.md §1).
+    # A bare jax.jit(tx.init) on placed params, without out_shardings: the protocol
+    # promises that this already shards the state like the params.
     placed = jax.device_put(dp.init_params(jax.random.key(0)), params_sharding)
     bare = jax.jit(tx.init)(placed)[1]
     report["layouts"][layout] = {

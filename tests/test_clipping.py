@@ -3,7 +3,9 @@
 Oracles: NumPy in float64 on the same values (``np.clip``, ``np.linalg.norm``, the mean
 over all axes but the last), and hand-derived cases. Optax parity of ``clip`` and
 ``clip_by_global_norm`` inside a trajectory is in test_optax_oracle.py; ``centralize``
-deliberately departs from Optax (JAX kernel layout, API.md §2).
+deliberately departs from Optax: it averages over every axis but the last, the output
+axis of JAX's ``(..., in, out)`` kernel layout, where Optax averages over every axis but
+the first.
 """
 
 import jax
@@ -118,7 +120,8 @@ def test_clip_by_global_norm_of_bfloat16_leaves():
 
 
 def centralized(x):
-  """Gradient centralisation in JAX's kernel layout (API.md §2), in NumPy."""
+  """Gradient centralisation in JAX's kernel layout (the mean over every axis but the
+  last, the output axis, is subtracted), in NumPy."""
   if x.ndim <= 1:
     return x
   return x - x.mean(axis=tuple(range(x.ndim - 1)), keepdims=True)

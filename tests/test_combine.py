@@ -69,8 +69,8 @@ def test_plain_optax_member_rejects_extras():
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("combinator", COMBINATORS)
 def test_extras_reach_only_members_that_accept_them(combinator, jit):
-  """API.md §1: extras reach only the members whose ``update`` accepts them; hand-derived
-  result ``2u * value + grad``."""
+  """The protocol promises that extra keyword arguments reach only the members whose
+  ``update`` accepts them; hand-derived result ``2u * value + grad``."""
   tx = COMBINATORS[combinator](with_extras())
   params = make_params()
   updates = jax.tree.map(lambda p: p + 1.0, params)

@@ -1,8 +1,9 @@
-"""add_momentum and bias_correction against NumPy transcriptions of API.md §2.
+"""add_momentum and bias_correction against NumPy transcriptions of their update rules.
 
-Oracle: the update rules as API.md states them, transcribed for one NumPy array and run
-leaf by leaf (``oracles.reference_trajectory``), over 60 steps on the mixed-shape pytree,
-with the tolerances of ``oracles.tolerance``; and closed forms for a constant gradient.
+Oracle: the update rules as the transforms' docstrings state them, transcribed for one
+NumPy array and run leaf by leaf (``oracles.reference_trajectory``), over 60 steps on the
+mixed-shape pytree, with the tolerances of ``oracles.tolerance``; and closed forms for a
+constant gradient.
 Optax parity of the heavy-ball, Nesterov and EMA traces is in test_optax_oracle.py; the
 EMA-Nesterov combination has no Optax counterpart and is covered here.
 """
@@ -24,8 +25,8 @@ IDS = ["heavy_ball", "nesterov", "ema", "ema_nesterov"]
 
 
 def momentum_rule(decay, nesterov=False, ema=False):
-  """API.md: ``m = decay*m + u`` (``ema``: ``decay*m + (1-decay)*u``); emits ``m``, or
-  with ``nesterov`` ``u + decay*m`` (``ema``: ``(1-decay)*u + decay*m``)."""
+  """The documented rule: ``m = decay*m + u`` (``ema``: ``decay*m + (1-decay)*u``);
+  emits ``m``, or with ``nesterov`` ``u + decay*m`` (``ema``: ``(1-decay)*u + decay*m``)."""
   gain = (1 - decay) if ema else 1.0
 
   def rule(t, g, p, m):
@@ -82,7 +83,8 @@ def test_ema_nesterov_first_step():
 
 @pytest.mark.parametrize("decay", [0.5, 0.9, 0.999])
 def test_bias_correction_divides_by_one_minus_decay_power_t(decay):
-  """API.md: ``u / (1 - decay**t)``, ``t`` counting this transform's calls from 1."""
+  """The documented rule: ``u / (1 - decay**t)``, ``t`` counting this transform's calls
+  from 1."""
   with jax.enable_x64(True):
     u = {"w": jnp.array([1.0, -3.0], jnp.float64), "b": jnp.array(0.25, jnp.float64)}
     tx = gtx.bias_correction(decay)
@@ -131,11 +133,11 @@ def test_add_momentum_accumulator_dtype():
 
 def test_weakly_typed_float64_leaf_is_updated_in_float64():
   """Oracle: Optax's ``trace``. Under x64 a leaf made from a Python scalar
-  (``jnp.array(3.0)``, or a bare ``3.0``) is a weakly typed float64; API.md: float64 params
-  are updated in float64. gradtx's ``base.map_leaves`` chooses the compute dtype with
-  ``jnp.result_type(u, *xs, jnp.float32)``, in which float32 wins over a *weak* float64,
-  so such leaves are computed in float32 and cast back (``5.55`` becomes
-  ``5.55000019``)."""
+  (``jnp.array(3.0)``, or a bare ``3.0``) is a weakly typed float64; the protocol
+  promises that float64 params are updated in float64. gradtx's ``base.map_leaves``
+  chooses the compute dtype with ``jnp.result_type(u, *xs, jnp.float32)``, in which
+  float32 wins over a *weak* float64, so such leaves are computed in float32 and cast
+  back (``5.55`` becomes ``5.55000019``)."""
   with jax.enable_x64(True):
     params = {"weak_array": jnp.array(3.0), "python_float": 2.0,
               "strong": jnp.array([3.0, 2.0], jnp.float64)}

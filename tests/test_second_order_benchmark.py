@@ -13,7 +13,7 @@ pytest.importorskip("sklearn")
 def test_quick_run_has_every_row_and_gradtx_converges(capsys):
   bench = load_script("benchmarks/second_order.py")
   # Two of the four --quick problems (an array and a dict of params): compiling all
-  # eight methods for all four takes about 50 s on the 2-core CI machine.
+  # eight methods for all four is slow on a CI machine (see benchmarks/README.md).
   problems = ["rosenbrock-2", "digits-lr-3"]
   rows = bench.main(["--quick", "--problems", ",".join(problems)])
   out = capsys.readouterr().out

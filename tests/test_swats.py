@@ -1,7 +1,7 @@
 """SWATS against a NumPy transcription of Keskar & Socher 2017, Algorithm 1.
 
 Oracle: ``swats_oracle`` below, Algorithm 1 line by line on the list of leaves of the
-mixed-shape pytree, with the two conventions API.md fixes: Adam's step is Optax's,
+mixed-shape pytree, with the two conventions gtx.swats documents: Adam's step is Optax's,
 ``-lr * m_hat / (sqrt(a_hat) + eps)`` (the paper puts ``eps`` next to ``sqrt(a)``), and the
 switch tolerance is ``switch_tol`` (the paper reuses ``eps``). Arithmetic in the params'
 dtype, with Optax's rounding conventions: the coefficients ``1 - b`` in Python doubles, the

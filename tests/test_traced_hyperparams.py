@@ -1,4 +1,5 @@
-"""Hyperparameters are traced, not baked in (API.md §1, ``inject_hyperparams``).
+"""Hyperparameters are traced, not baked in: the protocol promises that, through
+``inject_hyperparams``, they can change between steps without recompiling.
 
 Changing a learning rate, a momentum or an Adam ``b1``/``b2`` between steps, or letting a
 schedule change it every step, must not compile a jitted step again. Compilations are
