@@ -1,16 +1,16 @@
 """Properties every public transform must have, checked over a registry of all of them.
 
-The protocol (API.md §1): pure functions that give the same numbers under ``jit``,
-``vmap`` and ``lax.scan`` as eagerly, that can be differentiated through, whose state is a
-pytree of arrays that survives a checkpoint, that keep the params' dtype, and that report
-a gradient tree that does not match their state.
+The protocol every transform promises: pure functions that give the same numbers under
+``jit``, ``vmap`` and ``lax.scan`` as eagerly, that can be differentiated through, whose
+state is a pytree of arrays that survives a checkpoint, that keep the params' dtype, and
+that report a gradient tree that does not match their state.
 
 Oracles: the transform itself, eagerly (for jit) or in a Python loop of jitted steps
 (for vmap, scan and the checkpoint round trip); a central finite difference in float64
 (for ``jax.grad``); the same step on float32 params (for bfloat16 params).
 
-Runtime is dominated by compilation (~0.3 s per function on CPU): each transform's
-jitted ``update`` is compiled once and shared, and the trees are small.
+Runtime is dominated by compilation: each transform's jitted ``update`` is compiled once
+and shared, and the trees are small.
 """
 
 import functools
@@ -297,7 +297,7 @@ def bowl(params):
 
 
 def bowl_grad(params):
-  """``jax.grad(bowl)``, written out: nested autodiff makes the test ~2x slower."""
+  """``jax.grad(bowl)``, written out: nested autodiff makes the test slower."""
   return jax.tree.map(lambda p: 3.0 * p + jnp.sin(p) - 1.0, params)
 
 

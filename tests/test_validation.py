@@ -1,4 +1,4 @@
-"""Hyperparameter validation at construction (API.md §1, validation).
+"""Hyperparameter validation at construction, as the protocol promises.
 
 Every constructor checks its concrete numeric hyperparameters and raises a ``ValueError``
 that names the constructor the user called, the parameter and its allowed range:

@@ -9,9 +9,8 @@ becomes one fused instruction follows that), and a whole-tree reduction (a globa
 sums in another order: results agree to the last bit or two, not always bit for bit.
 The state then holds a handful of arrays however many leaves the model has, which cuts
 the per-array costs of a step where they, and not memory bandwidth, dominate: thousands
-of small leaves (2000 leaves of 2000 floats: Adam steps 1.5x faster on a 2-core CPU).
-The concatenation and the cutting are extra passes over memory, so for a hundred larger
-leaves it is slower. Measurements and advice: ``benchmarks/README.md``.
+of small leaves. The concatenation and the cutting are extra passes over memory, so for a
+hundred larger leaves it is slower. Measurements and advice: ``benchmarks/README.md``.
 
 What ``inner`` must not rely on: the shapes of the leaves (``centralize`` and any other
 rule that reduces over a leaf's axes see 1-D buffers) and the tree structure (masks and
