@@ -18,6 +18,7 @@ from jax import lax
 
 from gradtx._src import base
 from gradtx._src import validation
+from gradtx._src.tree.casting import tree_zeros_like
 
 
 def _zero_updates_like(step: Callable[[], tuple[base.Updates, base.OptState]]
@@ -154,7 +155,7 @@ def accumulate_gradients(inner: base.GradientTransformation,
         gradient_step=base.zero_count(),
         inner_opt_state=inner.init(params),
         acc_grads=jax.tree.map(
-            lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p, jnp.float32)), params))
+            lambda p: tree_zeros_like(p, jnp.result_type(p, jnp.float32)), params))
 
   def update(updates, state, params=None, **extra_args):
     # In the counters' dtype, so that an int64 k under x64 cannot change the state's type.
