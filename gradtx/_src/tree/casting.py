@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -51,8 +52,17 @@ def tree_ones_like(tree: PyTree, dtype: Any = None) -> PyTree:
 
 
 def tree_cast(tree: PyTree, dtype: Any) -> PyTree:
-  """Every floating-point leaf cast to ``dtype`` (``None``: unchanged); integer and
-  boolean leaves are left as they are, as in Optax."""
+  """Every leaf cast to ``dtype`` (``None``: the tree unchanged), as Optax's: integer,
+  boolean and complex leaves too (see :func:`tree_cast_floats` for a cast that leaves
+  them alone)."""
+  if dtype is None:
+    return tree
+  return jax.tree.map(lambda x: jnp.asarray(x).astype(dtype), tree)
+
+
+def tree_cast_floats(tree: PyTree, dtype: Any) -> PyTree:
+  """Every real floating-point leaf cast to ``dtype`` (``None``: unchanged); integer,
+  boolean and complex leaves are left as they are."""
   if dtype is None:
     return tree
 
@@ -64,9 +74,11 @@ def tree_cast(tree: PyTree, dtype: Any) -> PyTree:
 
 
 def tree_cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
-  """Each leaf of ``tree`` cast to the dtype of the matching leaf of ``other_tree``."""
-  return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.asarray(y).dtype),
-                      tree, other_tree)
+  """Each leaf of ``tree`` cast to the dtype of the matching leaf of ``other_tree``;
+  left as it is where that leaf has no dtype (a Python number), as in Optax."""
+  return jax.tree.map(
+      lambda x, y: jnp.asarray(x).astype(y.dtype) if hasattr(y, "dtype") else x,
+      tree, other_tree)
 
 
 def widest_float_dtype(tree: PyTree) -> Any:
@@ -94,3 +106,49 @@ def compute_dtype(*dtypes: Any) -> Any:
 
 def is_float_array(x: Any) -> bool:
   return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+def tree_dtype(tree: PyTree, mixed_dtype_handler: str | None = None) -> Any:
+  """The dtype of the tree's leaves (the default dtype of an empty array for a tree
+  without leaves), as Optax's.
+
+  ``mixed_dtype_handler``: ``None``: the leaves must share one dtype (``ValueError``
+  otherwise); ``'promote'``: their :func:`jax.numpy.promote_types`; ``'highest'`` /
+  ``'lowest'``: the highest / lowest dtype in the order "``a <= b`` if ``a`` promotes
+  to ``b``" (``ValueError`` if two dtypes are not ordered, e.g. int32 and uint32).
+  """
+  leaves_with_path = jax.tree_util.tree_leaves_with_path(tree)
+  if not leaves_with_path:
+    return jnp.asarray([]).dtype
+  dtypes = [jnp.asarray(x).dtype for _, x in leaves_with_path]
+  if mixed_dtype_handler is None:
+    dtype = dtypes[0]
+    errors = [f"Expected {dtype=} for {path} but got {x_dtype}."
+              for (path, _), x_dtype in zip(leaves_with_path, dtypes) if x_dtype != dtype]
+    if errors:
+      raise ValueError("\n".join(errors))
+    return dtype
+  if mixed_dtype_handler == "promote":
+    return functools.reduce(jnp.promote_types, dtypes)
+  if mixed_dtype_handler == "highest":
+    return functools.reduce(_higher_dtype, dtypes)
+  if mixed_dtype_handler == "lowest":
+    return functools.reduce(_lower_dtype, dtypes)
+  raise ValueError(f"Invalid value for {mixed_dtype_handler=}, possible values are: "
+                   'None, "promote", "highest", "lowest".')
+
+
+def _lower_dtype(dtype1: Any, dtype2: Any) -> Any:
+  """The one of two dtypes that promotes to the other."""
+  promoted = jnp.promote_types(dtype1, dtype2)
+  if promoted == dtype1:
+    return dtype2
+  if promoted == dtype2:
+    return dtype1
+  raise ValueError(f"Cannot compare dtype of {dtype1=} and {dtype2=}. Neither {dtype1} "
+                   f"nor {dtype2} can be promoted to the other.")
+
+
+def _higher_dtype(dtype1: Any, dtype2: Any) -> Any:
+  """The one of two dtypes that the other promotes to."""
+  return dtype2 if _lower_dtype(dtype1, dtype2) == dtype1 else dtype1

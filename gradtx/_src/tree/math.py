@@ -149,8 +149,14 @@ def bias_correction_factor(decay: Any, count: jax.Array) -> Any:
   return 1 - decay**count
 
 
+@functools.partial(jax.jit, inline=True)
 def tree_bias_correction(moment: PyTree, decay: Any, count: jax.Array) -> PyTree:
-  """``m / (1 - decay**count)`` leaf by leaf (the factor in each leaf's dtype)."""
+  """``m / (1 - decay**count)`` leaf by leaf (the factor in each leaf's dtype).
+
+  Jitted (and inlined into an enclosing jit) as Optax's is: called eagerly, XLA then
+  divides the leaves as it does inside a jit (on CPU: multiplies by the reciprocal),
+  which rounds differently from an eager division by up to an ulp.
+  """
   correction = jnp.asarray(bias_correction_factor(decay, count))
   return jax.tree.map(lambda t: t / correction.astype(t.dtype), moment)
 
@@ -202,7 +208,12 @@ def reduce_leaves(fn: Callable[..., jax.Array], combine: Callable[[Any, Any], An
   return functools.reduce(combine, (fn(*column) for column in columns), initial)
 
 
+@functools.partial(jax.jit, inline=True)
 def _vdot(a: jax.Array, b: jax.Array) -> jax.Array:
+  # Jitted (inlined into an enclosing jit), as ``jnp.vdot``, which Optax 0.2.8 calls, is:
+  # XLA then fuses the conjugation into the dot, which for complex leaves rounds
+  # differently from an eager ``conj`` followed by a dot. Not ``jnp.vdot`` itself: its
+  # ravel of a sharded leaf would make XLA gather it.
   if jnp.iscomplexobj(a):
     a = jnp.conj(a)
   return jnp.tensordot(a, b, a.ndim, precision=jax.lax.Precision.HIGHEST)
