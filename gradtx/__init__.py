@@ -36,18 +36,16 @@ from gradtx._src.flatten import FlattenState, flatten
 from gradtx._src.lookahead import LookaheadState, lookahead, ranger
 from gradtx._src.swats import SwatsState, swats
 from gradtx._src.plateau import ReduceOnPlateauState
-from gradtx._src.linesearch import (BacktrackingLinesearchInfo,
+from gradtx._src.linesearch import (BacktrackingLinesearchInfo, MoreThuenteLinesearchInfo,
                                     ScaleByBacktrackingLinesearchState,
+                                    ScaleByMoreThuenteLinesearchState,
                                     ScaleByZoomLinesearchState, ZoomLinesearchInfo,
                                     scale_by_backtracking_linesearch,
+                                    scale_by_more_thuente_linesearch,
                                     scale_by_zoom_linesearch, value_and_grad_from_state)
-from gradtx._src.more_thuente import (MoreThuenteLinesearchInfo,
-                                      ScaleByMoreThuenteLinesearchState,
-                                      scale_by_more_thuente_linesearch)
-from gradtx._src.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
-from gradtx._src.newton import NewtonState, newton
-from gradtx._src.hessian_free import HessianFreeState, hessian_free
-from gradtx._src.minimize import MinimizeResult, minimize
+from gradtx._src.solvers import (HessianFreeState, MinimizeResult, NewtonState,
+                                 ScaleByLBFGSState, hessian_free, lbfgs, minimize, newton,
+                                 scale_by_hessian_free, scale_by_lbfgs, scale_by_newton)
 from gradtx._src.sharding import state_shardings
 from gradtx._src.wrappers import (AccumulateGradientsState, ApplyIfFiniteState,
                                   accumulate_gradients, apply_if_finite)

@@ -16,10 +16,11 @@ import pytest
 import scipy.optimize
 
 import gradtx as gtx
-from gradtx._src.hessian_free import (HessianFreeState, _curvature_product,
-                                      conjugate_gradient, hessian_free)
-from gradtx._src.minimize import minimize
-from gradtx._src.newton import newton
+from gradtx._src.solvers.hessian_free import (HessianFreeState, _curvature_product,
+                                              hessian_free)
+from gradtx._src.solvers.linalg import conjugate_gradient
+from gradtx._src.solvers.minimize import minimize
+from gradtx._src.solvers.newton import newton
 from test_newton import L2, assert_trees_close, logistic_problem, scipy_solution
 
 

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 from gradtx._src import base
-from gradtx._src.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
+from gradtx._src.solvers.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
 from gradtx._src.linesearch import (scale_by_backtracking_linesearch,
                                     value_and_grad_from_state)
 from oracles import assert_trajectories_close, fresh_value_and_grad, solver_path

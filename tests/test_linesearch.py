@@ -18,7 +18,7 @@ from jax.flatten_util import ravel_pytree
 
 from conftest import loss as tree_loss, make_params
 from gradtx._src import base, combine, scaling
-from gradtx._src.lbfgs import scale_by_lbfgs
+from gradtx._src.solvers.lbfgs import scale_by_lbfgs
 from gradtx._src.linesearch import (ScaleByBacktrackingLinesearchState,
                                     ScaleByZoomLinesearchState,
                                     scale_by_backtracking_linesearch,

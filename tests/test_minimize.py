@@ -16,7 +16,7 @@ import pytest
 import gradtx as gtx
 from conftest import make_params
 from gradtx._src.linesearch import scale_by_backtracking_linesearch
-from gradtx._src.minimize import MinimizeResult, count_fun_evals, minimize
+from gradtx._src.solvers.minimize import MinimizeResult, count_fun_evals, minimize
 
 A = 2.0
 

@@ -28,9 +28,9 @@ from scipy.optimize._dcsrch import DCSRCH
 
 import gradtx as gtx
 from conftest import loss as tree_loss, make_params
-from gradtx._src.minimize import count_fun_evals
-from gradtx._src.more_thuente import (ScaleByMoreThuenteLinesearchState,
-                                      scale_by_more_thuente_linesearch)
+from gradtx._src.linesearch.more_thuente import (ScaleByMoreThuenteLinesearchState,
+                                                 scale_by_more_thuente_linesearch)
+from gradtx._src.solvers.minimize import count_fun_evals
 from test_linesearch import quadratic, rosenbrock
 
 STEPS = 40

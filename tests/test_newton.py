@@ -16,8 +16,8 @@ from jax.flatten_util import ravel_pytree
 from sklearn.datasets import load_digits
 
 import gradtx as gtx
-from gradtx._src.minimize import minimize
-from gradtx._src.newton import NewtonState, newton
+from gradtx._src.solvers.minimize import minimize
+from gradtx._src.solvers.newton import NewtonState, newton
 
 L2 = 1e-2
 

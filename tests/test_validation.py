@@ -126,14 +126,20 @@ SPECS = {
     "scale_by_lbfgs": ({}, dict(memory_size=(3, ("integer", 1)))),
     "lbfgs": ({}, dict(learning_rate=(0.25, NONNEG), memory_size=(3, ("integer", 1)))),
     "newton": ({}, dict(damping=(2.0**-10, NONNEG), max_params=(100, ("integer", 1)))),
+    "scale_by_newton": ({}, dict(damping=(2.0**-10, NONNEG),
+                                 max_params=(100, ("integer", 1)))),
     "hessian_free": ({}, dict(damping=(0.5, "(0, inf)"), cg_max_iters=(5, ("integer", 1)),
                               cg_tol=(2.0**-10, NONNEG), seed=(0, ("integer", 0)))),
+    "scale_by_hessian_free": ({}, dict(damping=(0.5, "(0, inf)"),
+                                       cg_max_iters=(5, ("integer", 1)),
+                                       cg_tol=(2.0**-10, NONNEG), seed=(0, ("integer", 0)))),
 }
 # Hyperparameters that set a shape or a Python-level size: they must be concrete, so the
 # test that traces every hyperparameter keeps them as numbers.
 STATIC = {("scale_by_lbfgs", "memory_size"), ("lbfgs", "memory_size"),
-          ("newton", "max_params"), ("hessian_free", "seed"),
-          ("hessian_free", "cg_max_iters")}
+          ("newton", "max_params"), ("scale_by_newton", "max_params"),
+          ("hessian_free", "seed"), ("hessian_free", "cg_max_iters"),
+          ("scale_by_hessian_free", "seed"), ("scale_by_hessian_free", "cg_max_iters")}
 
 # Public constructors without numeric hyperparameters of their own.
 NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",

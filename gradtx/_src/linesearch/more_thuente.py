@@ -20,10 +20,11 @@ import jax.numpy as jnp
 
 from gradtx._src import base, validation
 from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src.linesearch import (check_initial_guess_strategy, initial_guess,
-                                    initial_wolfe_state, masked_scale, pack_scalars,
-                                    saturating_add, tree_add_scale, tree_sq_norm, tree_vdot,
-                                    wolfe_inputs)
+from gradtx._src.linesearch.common import (check_initial_guess_strategy, initial_guess,
+                                           initial_wolfe_state, masked_scale, pack_scalars,
+                                           peeled_while_loop, wolfe_inputs)
+from gradtx._src.tree.math import (safe_increment, tree_add_scale_like, tree_norm,
+                                   tree_real_vdot, tree_where)
 
 # dcsrch's constants: a bracketing step halves the interval unless it shrank by 0.66;
 # before bracketing, trials are extrapolated between 1.1 and 4 times the last move.
@@ -255,14 +256,14 @@ def scale_by_more_thuente_linesearch(
                                                value_fn, extra_args)
     as_dtype = lambda x: jnp.asarray(x).astype(dtype)  # noqa: E731
     finit = as_dtype(value)
-    ginit = as_dtype(tree_vdot(grad, updates))
+    ginit = as_dtype(tree_real_vdot(grad, updates))
     gtest = slope_rtol * ginit
     stpmin, stpmax = jnp.zeros([], dtype), as_dtype(max_learning_rate)
 
     guess = initial_guess(initial_guess_strategy, state)
     if first_step_length is not None:
       # The first search (the state's value is still inf): a step of that length.
-      sq_norm = as_dtype(tree_sq_norm(updates))
+      sq_norm = as_dtype(tree_norm(updates, squared=True))
       unit = first_step_length / jnp.sqrt(jnp.where(sq_norm > 0, sq_norm, 1.0))
       guess = jnp.where(jnp.isinf(state.value) & (sq_norm > 0), unit, guess)
     guess = as_dtype(jnp.minimum(guess, stpmax))
@@ -272,9 +273,9 @@ def scale_by_more_thuente_linesearch(
       vector, _, best_grad = carry
       s = _unpack(vector)
       stp = s.stp
-      f, g = value_and_grad(tree_add_scale(params, stp, updates))
+      f, g = value_and_grad(tree_add_scale_like(params, stp, updates))
       g = jax.tree.map(lambda a, b: a.astype(b.dtype), g, grad)
-      f, d = as_dtype(f), as_dtype(tree_vdot(g, updates))
+      f, d = as_dtype(f), as_dtype(tree_real_vdot(g, updates))
       count = s.count + 1
 
       # The tests at the trial (dcsrch's CONVERGENCE and STPMAX/STPMIN warnings).
@@ -303,7 +304,7 @@ def scale_by_more_thuente_linesearch(
       brackt = brackt | ~finite
       moved = finite & (stx == stp)
       best_value = jnp.where(moved, f, s.best_value)
-      best_grad = base.tree_select(moved, g, best_grad)
+      best_grad = tree_where(moved, g, best_grad)
 
       # Bisect if the bracket did not shrink enough over two steps; keep trials inside
       # the bracket, or within the extrapolation bounds before bracketing.
@@ -332,13 +333,10 @@ def scale_by_more_thuente_linesearch(
         stage=1, brackt=False, stx=zero, fx=finit, gx=ginit, sty=zero, fy=finit, gy=ginit,
         stmin=zero, stmax=guess + _XTRAPU * guess, width=width, width1=width / 0.5,
         best_value=finit)
-    carry = (pack_scalars(scalars, dtype), grad, grad)
-    # The first trial outside the loop (none along a direction that is not a descent
-    # direction): most quasi-Newton steps take it, and the loop then costs one test of
-    # its condition.
-    carry = jax.lax.cond(carry[0][_DONE] == 0, iterate, lambda carry: carry, carry)
-    vector, trial_grad, best_grad = jax.lax.while_loop(
-        lambda carry: carry[0][_DONE] == 0, iterate, carry)
+    # The first trial outside the loop (peeled_while_loop; none along a direction that is
+    # not a descent direction).
+    vector, trial_grad, best_grad = peeled_while_loop(
+        lambda carry: carry[0][_DONE] == 0, iterate, (pack_scalars(scalars, dtype), grad, grad))
     s = _unpack(vector)
     # The last trial if it passed, else stx (no step if nothing decreased the loss, or
     # if the direction is not a descent direction).
@@ -346,14 +344,14 @@ def scale_by_more_thuente_linesearch(
     stepsize = jnp.where(accepted, s.stp, s.stx)
     value_out = jnp.where(accepted, s.f, s.best_value)
     slope_out = jnp.where(accepted, s.d, s.gx)
-    grad_out = base.tree_select(accepted, trial_grad, best_grad)
+    grad_out = tree_where(accepted, trial_grad, best_grad)
     decrease_error = jnp.maximum(value_out - finit - stepsize * gtest, 0.0)
     curvature_error = jnp.maximum(jnp.abs(slope_out) - curv_rtol * jnp.abs(ginit), 0.0)
     count = s.count.astype(jnp.int32)
     new_state = ScaleByMoreThuenteLinesearchState(
         learning_rate=stepsize, value=value_out, grad=grad_out,
         info=MoreThuenteLinesearchInfo(count, decrease_error, curvature_error),
-        num_fun_evals=saturating_add(state.num_fun_evals, count))
+        num_fun_evals=safe_increment(state.num_fun_evals, count))
     return masked_scale(stepsize, updates), new_state
 
   return base.GradientTransformation(init, update)

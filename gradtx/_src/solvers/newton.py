@@ -22,30 +22,30 @@ Levenberg-Marquardt damping and the step is ``-(H + tau I)^-1 g`` exactly.
 
 The Hessian is dense, ``n x n`` for ``n`` params: :func:`newton` refuses more than
 ``max_params`` of them; :func:`gradtx.hessian_free` needs only Hessian-vector products.
+:func:`scale_by_newton` is the direction alone; :func:`newton` chains a line search after
+it. The factorisation and the raveling live in :mod:`gradtx._src.solvers.linalg`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 from gradtx._src import base, validation
 from gradtx._src.combine import chain
 from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src.linesearch import scale_by_backtracking_linesearch, tree_vdot
-
-# Retries of the factorisation, each with tau = max(10 tau, beta): from beta = 1e-3 times
-# the Hessian's largest diagonal entry, 20 retries reach 1e17 times it, past any shift a
-# finite Hessian needs.
-MAX_FACTORIZATIONS = 21
+from gradtx._src.linesearch import scale_by_backtracking_linesearch
+from gradtx._src.solvers.linalg import (check_value_fn, damped_cholesky, first_shift,
+                                        num_params, ravel)
+from gradtx._src.tree.casting import tree_cast_like, widest_float_dtype
+from gradtx._src.tree.math import safe_increment, tree_real_vdot, zero_count
 
 
 class NewtonState(NamedTuple):
-  """State of the direction of :func:`newton`.
+  """State of :func:`scale_by_newton`, the direction of :func:`newton`.
 
   Attributes:
     damping: the ``tau`` of the last step: ``damping``, or what it was raised to.
@@ -59,66 +59,9 @@ class NewtonState(NamedTuple):
   num_hessian_evals: jax.Array
 
 
-def ravel(tree: base.PyTree, dtype: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
-  """The leaves of ``tree`` in ``dtype``, as one vector, and the function undoing it."""
-  return ravel_pytree(jax.tree.map(lambda x: jnp.asarray(x).astype(dtype), tree))
-
-
-def cast_like(tree: base.PyTree, like: base.PyTree) -> base.PyTree:
-  return jax.tree.map(lambda x, y: x.astype(jnp.asarray(y).dtype), tree, like)
-
-
-def num_params(params: base.Params) -> int:
-  return sum(math.prod(jnp.shape(x)) for x in jax.tree.leaves(params))
-
-
-def check_value_fn(owner: str, value_fn: Any, needed_for: str) -> None:
-  if value_fn is None:
-    raise ValueError(f"{owner}: update needs the objective as value_fn= (a function of the "
-                     f"params returning the scalar loss) {needed_for}; call "
-                     "update(grads, state, params, value_fn=loss) or use gtx.minimize")
-
-
-def first_shift(hessian: jax.Array) -> jax.Array:
-  """Algorithm 3.3's ``beta``: the smallest shift it adds once a factorisation failed."""
-  return 1e-3 * jnp.maximum(jnp.max(jnp.abs(jnp.diag(hessian))), 1.0)
-
-
-def _damped_cholesky(hessian: jax.Array, damping: jax.Array, beta: jax.Array
-                     ) -> tuple[jax.Array, ...]:
-  """The Cholesky factor of ``hessian + tau I`` for the first ``tau`` that works (``tau``
-  from ``damping``, then ``max(10 tau, beta)``), tau and the number of factorisations
-  (NaNs in the factor if none worked)."""
-  n = hessian.shape[0]
-  eye = jnp.eye(n, dtype=hessian.dtype)
-
-  def factor(tau):
-    return jnp.linalg.cholesky(hessian + tau * eye)
-
-  def failed(carry):
-    chol, _, tries = carry
-    return ~jnp.all(jnp.isfinite(chol)) & (tries < MAX_FACTORIZATIONS)
-
-  def retry(carry):
-    _, tau, tries = carry
-    tau = jnp.maximum(10 * tau, beta)
-    return factor(tau), tau, tries + 1
-
-  return jax.lax.while_loop(failed, retry, (factor(damping), damping, jnp.ones([], jnp.int32)))
-
-
-def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
-                    ) -> base.GradientTransformation:
-  """The damped Newton direction ``d = -(H + tau I)^-1 g``, refined when ``tau`` only
-  regularised the factorisation (module docstring); no step length: :func:`newton`
-  chains a line search after it.
-
-  ``update(grads, state, params, value_fn=f)``: ``H`` is ``jax.hessian(f)`` at the raveled
-  params, in their widest floating dtype (at least float32); ``g`` the incoming updates.
-  If no factorisation succeeds (a Hessian with NaNs) or the direction is not finite, the
-  direction is ``-g`` (zeros where ``g`` is not finite), for the line search to handle.
-  """
-  owner = "newton"
+def _newton_direction(owner: str, damping: Any, max_params: int
+                      ) -> base.GradientTransformation:
+  """:func:`scale_by_newton`, its errors naming ``owner`` (the constructor called)."""
 
   def check_size(params):
     n = num_params(params)
@@ -130,8 +73,8 @@ def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
 
   def init(params):
     check_size(params)
-    dtype = base.scalar_dtype(params)
-    zero = base.zero_count()
+    dtype = widest_float_dtype(params)
+    zero = zero_count()
     return NewtonState(damping=jnp.asarray(damping, dtype), num_factorizations=zero,
                        num_hessian_evals=zero)
 
@@ -142,13 +85,13 @@ def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
     check_value_fn(owner, value_fn, "to compute the Hessian")
     check_size(params)
     base.check_same_structure(owner, updates, params)
-    dtype = base.scalar_dtype(params)
+    dtype = widest_float_dtype(params)
     x, unravel = ravel(params, dtype)
     g, _ = ravel(updates, dtype)
-    hessian = jax.hessian(lambda v: value_fn(cast_like(unravel(v), params)))(x)
+    hessian = jax.hessian(lambda v: value_fn(tree_cast_like(unravel(v), params)))(x)
     hessian = 0.5 * (hessian + hessian.T)
     beta = first_shift(hessian)
-    chol, tau, tries = _damped_cholesky(hessian, jnp.asarray(damping, dtype), beta)
+    chol, tau, tries = damped_cholesky(hessian, jnp.asarray(damping, dtype), beta)
     solve = lambda r: jax.scipy.linalg.cho_solve((chol, True), r)  # noqa: E731
     direction = -solve(g)
     # A tau that only regularised the factorisation: one step of iterative refinement.
@@ -159,10 +102,34 @@ def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
     new_state = NewtonState(
         damping=tau.astype(state.damping.dtype),
         num_factorizations=state.num_factorizations + tries,
-        num_hessian_evals=base.safe_increment(state.num_hessian_evals))
-    return cast_like(unravel(direction), updates), new_state
+        num_hessian_evals=safe_increment(state.num_hessian_evals))
+    return tree_cast_like(unravel(direction), updates), new_state
 
   return base.GradientTransformation(init, update)
+
+
+@accepts_schedules(static=("max_params",))
+def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
+                    ) -> base.GradientTransformation:
+  """The damped Newton direction ``d = -(H + tau I)^-1 g``, refined when ``tau`` only
+  regularised the factorisation (module docstring); no step length: :func:`newton`
+  chains a line search after it.
+
+  ``update(grads, state, params, value_fn=f)``: ``H`` is ``jax.hessian(f)`` at the raveled
+  params, in their widest floating dtype (at least float32); ``g`` the incoming updates.
+  If no factorisation succeeds (a Hessian with NaNs) or the direction is not finite, the
+  direction is ``-g`` (zeros where ``g`` is not finite), for the line search to handle.
+
+  Args:
+    damping: the ``tau`` each step starts from, >= 0 (see :func:`newton`).
+    max_params: the largest number of params accepted; beyond it, ``init`` and ``update``
+      raise ``ValueError``.
+
+  The state is a :class:`NewtonState`.
+  """
+  validation.check("scale_by_newton", damping=(damping, "[0, inf)"))
+  validation.integer("scale_by_newton", "max_params", max_params)
+  return _newton_direction("scale_by_newton", damping, max_params)
 
 
 def default_linesearch() -> base.GradientTransformation:
@@ -189,7 +156,7 @@ def default_linesearch() -> base.GradientTransformation:
     if value is None or grad is None:
       return searched(None)  # the search reports what is missing
     value = jnp.asarray(value)
-    predicted = -0.5 * tree_vdot(grad, updates).astype(state.value.dtype)
+    predicted = -0.5 * tree_real_vdot(grad, updates).astype(state.value.dtype)
     rounding = 10 * jnp.finfo(state.value.dtype).eps * jnp.abs(value)
     unit_step = (predicted >= 0) & (predicted <= rounding) & jnp.isfinite(value)
     return jax.lax.cond(
@@ -206,10 +173,11 @@ def newton(damping: float = 1e-6, linesearch: base.GradientTransformation | None
   """Damped Newton's method with a line search, for problems of up to a few thousand
   params.
 
-  ``d = -(H + tau I)^-1 g``, with ``H`` the exact Hessian of ``value_fn`` at the raveled
-  params and ``tau = damping``, raised (``tau <- max(10 tau, 1e-3 max|H_ii|)``, at most 20
-  times) until ``H + tau I`` has a Cholesky factorisation; then ``p <- p + a d`` with the
-  step ``a`` from ``linesearch``. Nocedal & Wright 2006, Algorithms 3.1 and 3.3.
+  ``d = -(H + tau I)^-1 g`` (:func:`scale_by_newton`), with ``H`` the exact Hessian of
+  ``value_fn`` at the raveled params and ``tau = damping``, raised (``tau <- max(10 tau,
+  1e-3 max|H_ii|)``, at most 20 times) until ``H + tau I`` has a Cholesky factorisation;
+  then ``p <- p + a d`` with the step ``a`` from ``linesearch``. Nocedal & Wright 2006,
+  Algorithms 3.1 and 3.3.
 
   ``update(grads, state, params, value=f(params), grad=grads, value_fn=f)``; or let
   :func:`gtx.minimize` run it: ``gtx.minimize(f, x0, gtx.newton())``. On a convex quadratic
@@ -233,5 +201,5 @@ def newton(damping: float = 1e-6, linesearch: base.GradientTransformation | None
   """
   validation.check("newton", damping=(damping, "[0, inf)"))
   validation.integer("newton", "max_params", max_params)
-  return chain(scale_by_newton(damping, max_params),
+  return chain(_newton_direction("newton", damping, max_params),
                default_linesearch() if linesearch is None else linesearch)

@@ -32,6 +32,10 @@ a gradient. The pieces of Martens' algorithm (his section numbers):
   1e-2 a g.p``; if none passes, no step (a zero update). A NaN or infinite value fails
   the test, so non-finite numbers never reach the params; the damping then rises by the
   rule above (``rho < 1/4``). Another line search transform can replace this one.
+
+:func:`scale_by_hessian_free` is the step ``p`` alone, with the damping adapted; chained
+before a line search it is :func:`hessian_free` with that line search. CG itself lives
+in :mod:`gradtx._src.solvers.linalg`.
 """
 
 from __future__ import annotations
@@ -41,12 +45,13 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradtx._src import base, validation
 from gradtx._src.combine import chain
 from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src.newton import cast_like, check_value_fn, ravel
+from gradtx._src.solvers.linalg import check_value_fn, conjugate_gradient_saving, ravel
+from gradtx._src.tree.casting import tree_cast_like, tree_zeros_like, widest_float_dtype
+from gradtx._src.tree.math import zero_count
 
 CURVATURES = ("hessian", "gauss_newton")
 PRECONDITIONERS = (None, "diagonal")
@@ -60,7 +65,8 @@ DIAGONAL_DECAY = 0.95  # averaging of the Hutchinson estimates over steps
 
 
 class HessianFreeState(NamedTuple):
-  """State of :func:`hessian_free`.
+  """State of :func:`scale_by_hessian_free` (and of :func:`hessian_free` without a
+  ``linesearch``).
 
   Attributes:
     damping: the current Levenberg-Marquardt ``lambda``.
@@ -94,81 +100,6 @@ def save_points(max_iters: int) -> tuple[int, ...]:
       points.append(i)
     j += 1
   return tuple(points)
-
-
-def conjugate_gradient(matvec: Callable[[jax.Array], jax.Array], g: jax.Array,
-                       x0: jax.Array, max_iters: int, tol: float,
-                       precondition: Callable[[jax.Array], jax.Array] = lambda r: r
-                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Minimises ``phi(x) = g.x + 1/2 x.A x`` (``A x = -g``) by preconditioned CG from ``x0``.
-
-  ``matvec(v) = A v``; ``precondition(r) = M^-1 r``. Stops after ``max_iters``
-  iterations, at a direction of non-positive curvature (keeping the iterate before it),
-  when the residual is down to rounding error (``|r| <= 100 eps |g|``), or by Martens'
-  relative-progress test (module docstring). Returns ``(x, phi(x), iterations)``.
-  """
-  x, phi, iterations, _, _ = _conjugate_gradient(matvec, g, x0, max_iters, tol,
-                                                 precondition, ())
-  return x, phi, iterations
-
-
-def _conjugate_gradient(matvec, g, x0, max_iters, tol, precondition, saves_at):
-  """:func:`conjugate_gradient`, also returning the iterates at the iterations
-  ``saves_at`` (stacked, ``(len(saves_at), n)``; rows past the last iteration are 0) and
-  their model values."""
-  dtype = g.dtype
-  # A residual this small is rounding noise: CG has converged.
-  resolution = (100 * jnp.finfo(dtype).eps) ** 2 * jnp.vdot(g, g)
-  r = matvec(x0) + g
-  phi0 = 0.5 * jnp.vdot(x0, r + g)
-  # A warm start worse than zero is dropped (phi(0) = 0).
-  worse = ~(phi0 <= 0)
-  x0 = jnp.where(worse, 0, x0)
-  r = jnp.where(worse, g, r)
-  phi0 = jnp.where(worse, 0, phi0)
-  y = precondition(r)
-  ry = jnp.vdot(r, y)
-  phis = jnp.zeros([max_iters + 1], dtype).at[0].set(phi0)
-  slots = np.full([max_iters + 1], -1, np.int32)
-  slots[list(saves_at)] = np.arange(len(saves_at), dtype=np.int32)
-  saved = jnp.zeros((len(saves_at),) + x0.shape, dtype)
-
-  def going(carry):
-    i, _, _, _, _, _, _, _, done = carry
-    return (i < max_iters) & ~done
-
-  def body(carry):
-    i, x, r, p, ry, phi, phis, saved, _ = carry
-    ap = matvec(p)
-    curvature = jnp.vdot(p, ap)
-    negative = ~(curvature > 0)
-    alpha = ry / curvature
-    x_new = x + alpha * p
-    r_new = r + alpha * ap
-    y_new = precondition(r_new)
-    ry_new = jnp.vdot(r_new, y_new)
-    p_new = -y_new + (ry_new / ry) * p
-    phi_new = 0.5 * jnp.vdot(x_new, r_new + g)
-    i_new = i + 1
-    k = jnp.maximum(10, (i_new // 10))
-    phi_k = phis[jnp.maximum(i_new - k, 0)]
-    stalled = (i_new > k) & (phi_new < 0) & ((phi_new - phi_k) / phi_new < k * tol)
-    solved = ~(jnp.vdot(r_new, r_new) > resolution)
-    bad = negative | ~jnp.isfinite(phi_new)
-    keep = lambda new, old: jnp.where(bad, old, new)  # noqa: E731
-    x_new = keep(x_new, x)
-    if saves_at:
-      slot = jnp.asarray(slots)[i_new]
-      row = jnp.maximum(slot, 0)
-      saved = saved.at[row].set(jnp.where(slot >= 0, x_new, saved[row]))
-    return (i_new, x_new, keep(r_new, r), keep(p_new, p), keep(ry_new, ry),
-            keep(phi_new, phi), phis.at[i_new].set(keep(phi_new, phi)), saved,
-            bad | stalled | solved)
-
-  start = (jnp.zeros([], jnp.int32), x0, r, -y, ry, phi0, phis, saved,
-           ~(jnp.vdot(r, r) > resolution))
-  iterations, x, _, _, _, phi, phis, saved, _ = jax.lax.while_loop(going, body, start)
-  return x, phi, iterations, saved, phis[np.asarray(saves_at, np.int32)]
 
 
 def _cg_backtrack(objective: Callable[[jax.Array], jax.Array], x: jax.Array,
@@ -237,6 +168,162 @@ def _backtrack(objective: Callable[[jax.Array], jax.Array], x: jax.Array, p: jax
   return jnp.where(accepted, a * p, 0), j
 
 
+def _check(owner: str, damping: Any, cg_max_iters: Any, cg_tol: Any, curvature: Any,
+           preconditioner: Any, seed: Any, cg_backtracking: Any) -> None:
+  validation.check(owner, damping=(damping, "(0, inf)"), cg_tol=(cg_tol, "[0, inf)"))
+  validation.integer(owner, "cg_max_iters", cg_max_iters)
+  validation.integer(owner, "seed", seed, minimum=0)
+  if curvature not in CURVATURES:
+    raise ValueError(f"{owner}: curvature must be one of {CURVATURES}, got {curvature!r}")
+  if not isinstance(cg_backtracking, bool):
+    raise ValueError(f"{owner}: cg_backtracking must be True or False, got {cg_backtracking!r}")
+  if preconditioner not in PRECONDITIONERS:
+    raise ValueError(f"{owner}: preconditioner must be one of {PRECONDITIONERS}, "
+                     f"got {preconditioner!r}")
+
+
+def _hessian_free_step(owner: str, damping: Any, cg_max_iters: int, cg_tol: Any,
+                       curvature: str, preconditioner: str | None,
+                       output_fn: Callable[[base.Params], Any] | None,
+                       loss_fn: Callable[[Any], jax.Array] | None, seed: int,
+                       cg_backtracking: bool, martens_search: bool
+                       ) -> base.GradientTransformation:
+  """The step ``p`` of :func:`scale_by_hessian_free`, or with ``martens_search`` the step
+  ``a p`` of Martens' backtracking line search (which shares the evaluation of ``f(x +
+  p)`` with the reduction ratio); errors name ``owner`` (the constructor called)."""
+  default_output_fn, default_loss_fn = output_fn, loss_fn
+
+  def init(params):
+    dtype = widest_float_dtype(params)
+    zero = zero_count()
+    if preconditioner is None:
+      diagonal, key = jnp.zeros([0], dtype), jnp.zeros([0], jnp.uint32)
+    else:
+      diagonal = tree_zeros_like(params)
+      key = jax.random.key_data(jax.random.PRNGKey(seed))
+    return HessianFreeState(damping=jnp.asarray(damping, dtype),
+                            solution=tree_zeros_like(params),
+                            diagonal=diagonal, key=key, rho=jnp.ones([], dtype),
+                            num_fun_evals=zero, num_cg_iters=zero)
+
+  def update(updates, state, params=None, *, value=None, value_fn=None, output_fn=None,
+             loss_fn=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(base.NO_PARAMS_MSG.format(owner))
+    base.check_same_structure(owner, updates, params)
+    output_fn = output_fn or default_output_fn
+    loss_fn = loss_fn or default_loss_fn
+    if curvature == "gauss_newton":
+      if output_fn is None or loss_fn is None:
+        raise ValueError(f"{owner}: curvature='gauss_newton' needs output_fn= (params -> "
+                         "model outputs) and loss_fn= (outputs -> scalar loss), as extras "
+                         f"to update or as arguments of {owner}")
+      if value_fn is None:
+        value_fn = lambda p: loss_fn(output_fn(p))  # noqa: E731
+    else:
+      check_value_fn(owner, value_fn, "for its Hessian-vector products")
+
+    dtype = widest_float_dtype(params)
+    x, unravel = ravel(params, dtype)
+    g, _ = ravel(updates, dtype)
+    as_params = lambda v: tree_cast_like(unravel(v), params)  # noqa: E731
+    objective = lambda v: jnp.asarray(value_fn(as_params(v))).astype(dtype)  # noqa: E731
+    outputs = None if output_fn is None else (lambda v: output_fn(as_params(v)))
+    product = _curvature_product(curvature, objective, outputs, loss_fn, x)
+    lam = state.damping
+    matvec = lambda v: product(v) + lam * v  # noqa: E731
+
+    diagonal, key = state.diagonal, state.key
+    precondition = lambda r: r  # noqa: E731
+    if preconditioner == "diagonal":
+      key, probe_key = jax.random.split(jax.random.wrap_key_data(key))
+      key = jax.random.key_data(key)
+      probe = jax.random.rademacher(probe_key, x.shape, dtype)
+      estimate = jnp.abs(probe * product(probe))
+      previous, _ = ravel(state.diagonal, dtype)
+      d = jnp.where(jnp.all(previous == 0), estimate,
+                    DIAGONAL_DECAY * previous + (1 - DIAGONAL_DECAY) * estimate)
+      d = jnp.where(jnp.isfinite(d), d, 0)
+      diagonal = tree_cast_like(unravel(d), params)
+      scale = (d + lam) ** PRECONDITIONER_EXPONENT
+      precondition = lambda r: r / scale  # noqa: E731
+
+    warm, _ = ravel(state.solution, dtype)
+    saves_at = save_points(cg_max_iters) if cg_backtracking else ()
+    p, phi, iterations, saved, saved_phi = conjugate_gradient_saving(
+        matvec, g, WARM_START_DECAY * warm, cg_max_iters, cg_tol, precondition, saves_at)
+    p = jnp.where(jnp.isfinite(p), p, 0)
+    solution = p  # the next warm start: CG's last iterate, also after backtracking
+    evals = 1
+    if value is None:
+      value = objective(x)
+      evals += 1
+    value = jnp.asarray(value).astype(dtype)
+    new_value = objective(x + p)
+    if cg_backtracking:
+      p, new_value, phi, backtracks = _cg_backtrack(objective, x, p, new_value, phi,
+                                                    iterations, saved, saved_phi, saves_at)
+      evals = evals + backtracks
+    slope = jnp.vdot(g, p)
+    rho = (new_value - value) / phi
+    rho = jnp.where(jnp.isfinite(new_value) & (phi < 0) & jnp.isfinite(rho), rho, 0.0)
+    # Nothing to do (a zero step that changes nothing): the model was exact, and the
+    # damping stays as it is.
+    idle = (phi == 0) & (new_value == value)
+    rho = jnp.where(idle, 1.0, rho)
+    factor = jnp.where(idle, 1.0, jnp.where(rho < 0.25, 1.5, jnp.where(rho > 0.75, 2 / 3, 1.0)))
+    finfo = jnp.finfo(dtype)
+    new_lam = jnp.clip(lam * factor, finfo.tiny, 1 / finfo.eps)
+    if martens_search:
+      step, backtracks = _backtrack(objective, x, p, value, new_value, slope)
+      evals = evals + backtracks
+    else:
+      step = p
+    new_state = HessianFreeState(
+        damping=new_lam.astype(state.damping.dtype),
+        solution=tree_cast_like(unravel(solution), params), diagonal=diagonal, key=key,
+        rho=rho.astype(state.rho.dtype),
+        num_fun_evals=state.num_fun_evals + evals,
+        num_cg_iters=state.num_cg_iters + iterations)
+    return tree_cast_like(unravel(step), updates), new_state
+
+  return base.GradientTransformation(init, update)
+
+
+@accepts_schedules(static=("cg_max_iters", "curvature", "preconditioner", "output_fn",
+                           "loss_fn", "cg_backtracking"))
+def scale_by_hessian_free(damping: float = 1.0, cg_max_iters: int = 50,
+                          cg_tol: float = 5e-4, curvature: str = "hessian",
+                          preconditioner: str | None = None,
+                          output_fn: Callable[[base.Params], Any] | None = None,
+                          loss_fn: Callable[[Any], jax.Array] | None = None,
+                          seed: int = 0,
+                          cg_backtracking: bool = False) -> base.GradientTransformation:
+  """The Hessian-free step ``p`` (Martens 2010), with no line search: :func:`hessian_free`
+  chains one after it.
+
+  Each update: ``p`` approximately minimises ``g.p + 1/2 p.(B + lambda I)p`` by at most
+  ``cg_max_iters`` CG iterations (warm-started at ``0.95 p_prev``; with
+  ``cg_backtracking``, the CG iterate Martens' CG-iteration backtracking picks); the
+  reduction ratio ``rho = (f(x + p) - f(x)) / phi(p)`` adapts ``lambda`` (x3/2 below
+  1/4, x2/3 above 3/4). Emits ``p``, the step the line search after it scales.
+  ``gtx.chain(gtx.scale_by_hessian_free(...), linesearch)`` is
+  ``gtx.hessian_free(..., linesearch=linesearch)``.
+
+  ``update(grads, state, params, value=f(x), value_fn=f)`` for ``curvature='hessian'``;
+  for ``curvature='gauss_newton'`` the model and the loss (``output_fn=``, ``loss_fn=``)
+  as extras or given here. The arguments are :func:`hessian_free`'s, but for
+  ``linesearch``. The state is a :class:`HessianFreeState`.
+  """
+  owner = "scale_by_hessian_free"
+  _check(owner, damping, cg_max_iters, cg_tol, curvature, preconditioner, seed,
+         cg_backtracking)
+  return _hessian_free_step(owner, damping, cg_max_iters, cg_tol, curvature,
+                            preconditioner, output_fn, loss_fn, seed, cg_backtracking,
+                            martens_search=False)
+
+
 @accepts_schedules(static=("cg_max_iters", "curvature", "linesearch", "preconditioner",
                            "output_fn", "loss_fn", "cg_backtracking"))
 def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5e-4,
@@ -273,7 +360,8 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
       which is what Martens uses).
     linesearch: ``None`` for Martens' backtracking above (which shares the evaluation
       of ``f(x + p)`` with the reduction ratio); or a line search transform
-      (``gtx.scale_by_backtracking_linesearch(...)``) run along ``p``.
+      (``gtx.scale_by_backtracking_linesearch(...)``) run along ``p``, chained after
+      :func:`scale_by_hessian_free`.
     preconditioner: ``None``, or ``'diagonal'`` for ``M = (d + lambda)^0.75`` with ``d``
       a Hutchinson estimate of ``|diag(B)|`` (one extra curvature product per step).
     output_fn: for ``'gauss_newton'``: params -> model outputs (any pytree).
@@ -286,112 +374,9 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
       objective (deep networks far from a minimum); off by default.
   """
   owner = "hessian_free"
-  validation.check(owner, damping=(damping, "(0, inf)"), cg_tol=(cg_tol, "[0, inf)"))
-  validation.integer(owner, "cg_max_iters", cg_max_iters)
-  validation.integer(owner, "seed", seed, minimum=0)
-  if curvature not in CURVATURES:
-    raise ValueError(f"{owner}: curvature must be one of {CURVATURES}, got {curvature!r}")
-  if not isinstance(cg_backtracking, bool):
-    raise ValueError(f"{owner}: cg_backtracking must be True or False, got {cg_backtracking!r}")
-  if preconditioner not in PRECONDITIONERS:
-    raise ValueError(f"{owner}: preconditioner must be one of {PRECONDITIONERS}, "
-                     f"got {preconditioner!r}")
-  default_output_fn, default_loss_fn = output_fn, loss_fn
-
-  def init(params):
-    dtype = base.scalar_dtype(params)
-    zero = base.zero_count()
-    if preconditioner is None:
-      diagonal, key = jnp.zeros([0], dtype), jnp.zeros([0], jnp.uint32)
-    else:
-      diagonal = jax.tree.map(jnp.zeros_like, params)
-      key = jax.random.key_data(jax.random.PRNGKey(seed))
-    return HessianFreeState(damping=jnp.asarray(damping, dtype),
-                            solution=jax.tree.map(jnp.zeros_like, params),
-                            diagonal=diagonal, key=key, rho=jnp.ones([], dtype),
-                            num_fun_evals=zero, num_cg_iters=zero)
-
-  def update(updates, state, params=None, *, value=None, value_fn=None, output_fn=None,
-             loss_fn=None, **extra_args):
-    del extra_args
-    if params is None:
-      raise ValueError(base.NO_PARAMS_MSG.format(owner))
-    base.check_same_structure(owner, updates, params)
-    output_fn = output_fn or default_output_fn
-    loss_fn = loss_fn or default_loss_fn
-    if curvature == "gauss_newton":
-      if output_fn is None or loss_fn is None:
-        raise ValueError(f"{owner}: curvature='gauss_newton' needs output_fn= (params -> "
-                         "model outputs) and loss_fn= (outputs -> scalar loss), as extras "
-                         "to update or as arguments of hessian_free")
-      if value_fn is None:
-        value_fn = lambda p: loss_fn(output_fn(p))  # noqa: E731
-    else:
-      check_value_fn(owner, value_fn, "for its Hessian-vector products")
-
-    dtype = base.scalar_dtype(params)
-    x, unravel = ravel(params, dtype)
-    g, _ = ravel(updates, dtype)
-    as_params = lambda v: cast_like(unravel(v), params)  # noqa: E731
-    objective = lambda v: jnp.asarray(value_fn(as_params(v))).astype(dtype)  # noqa: E731
-    outputs = None if output_fn is None else (lambda v: output_fn(as_params(v)))
-    product = _curvature_product(curvature, objective, outputs, loss_fn, x)
-    lam = state.damping
-    matvec = lambda v: product(v) + lam * v  # noqa: E731
-
-    diagonal, key = state.diagonal, state.key
-    precondition = lambda r: r  # noqa: E731
-    if preconditioner == "diagonal":
-      key, probe_key = jax.random.split(jax.random.wrap_key_data(key))
-      key = jax.random.key_data(key)
-      probe = jax.random.rademacher(probe_key, x.shape, dtype)
-      estimate = jnp.abs(probe * product(probe))
-      previous, _ = ravel(state.diagonal, dtype)
-      d = jnp.where(jnp.all(previous == 0), estimate,
-                    DIAGONAL_DECAY * previous + (1 - DIAGONAL_DECAY) * estimate)
-      d = jnp.where(jnp.isfinite(d), d, 0)
-      diagonal = cast_like(unravel(d), params)
-      scale = (d + lam) ** PRECONDITIONER_EXPONENT
-      precondition = lambda r: r / scale  # noqa: E731
-
-    warm, _ = ravel(state.solution, dtype)
-    saves_at = save_points(cg_max_iters) if cg_backtracking else ()
-    p, phi, iterations, saved, saved_phi = _conjugate_gradient(
-        matvec, g, WARM_START_DECAY * warm, cg_max_iters, cg_tol, precondition, saves_at)
-    p = jnp.where(jnp.isfinite(p), p, 0)
-    solution = p  # the next warm start: CG's last iterate, also after backtracking
-    evals = 1
-    if value is None:
-      value = objective(x)
-      evals += 1
-    value = jnp.asarray(value).astype(dtype)
-    new_value = objective(x + p)
-    if cg_backtracking:
-      p, new_value, phi, backtracks = _cg_backtrack(objective, x, p, new_value, phi,
-                                                    iterations, saved, saved_phi, saves_at)
-      evals = evals + backtracks
-    slope = jnp.vdot(g, p)
-    rho = (new_value - value) / phi
-    rho = jnp.where(jnp.isfinite(new_value) & (phi < 0) & jnp.isfinite(rho), rho, 0.0)
-    # Nothing to do (a zero step that changes nothing): the model was exact, and the
-    # damping stays as it is.
-    idle = (phi == 0) & (new_value == value)
-    rho = jnp.where(idle, 1.0, rho)
-    factor = jnp.where(idle, 1.0, jnp.where(rho < 0.25, 1.5, jnp.where(rho > 0.75, 2 / 3, 1.0)))
-    finfo = jnp.finfo(dtype)
-    new_lam = jnp.clip(lam * factor, finfo.tiny, 1 / finfo.eps)
-    if linesearch is None:
-      step, backtracks = _backtrack(objective, x, p, value, new_value, slope)
-      evals = evals + backtracks
-    else:
-      step = p
-    new_state = HessianFreeState(
-        damping=new_lam.astype(state.damping.dtype),
-        solution=cast_like(unravel(solution), params), diagonal=diagonal, key=key,
-        rho=rho.astype(state.rho.dtype),
-        num_fun_evals=state.num_fun_evals + evals,
-        num_cg_iters=state.num_cg_iters + iterations)
-    return cast_like(unravel(step), updates), new_state
-
-  tx = base.GradientTransformation(init, update)
+  _check(owner, damping, cg_max_iters, cg_tol, curvature, preconditioner, seed,
+         cg_backtracking)
+  tx = _hessian_free_step(owner, damping, cg_max_iters, cg_tol, curvature, preconditioner,
+                          output_fn, loss_fn, seed, cg_backtracking,
+                          martens_search=linesearch is None)
   return tx if linesearch is None else chain(tx, linesearch)

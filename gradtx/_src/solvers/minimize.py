@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx._src import base, validation
-from gradtx._src.clipping import global_norm
+from gradtx._src.tree.math import all_finite, global_norm, tree_where
 
 
 class MinimizeResult(NamedTuple):
@@ -81,10 +81,7 @@ def stored_value_and_grad(state: base.OptState, params: base.Params) -> tuple[An
 
 
 def _all_finite(value: jax.Array, grad: base.PyTree) -> jax.Array:
-  finite = jnp.isfinite(value)
-  for g in jax.tree.leaves(grad):
-    finite = finite & jnp.all(jnp.isfinite(g))
-  return finite
+  return jnp.isfinite(value) & all_finite(grad)
 
 
 class _Carry(NamedTuple):
@@ -137,9 +134,9 @@ def _run(fun: Callable[[base.Params], jax.Array], tx: base.GradientTransformatio
                                  lambda p: like_carry(*value_and_grad(p)), params)
       own_evals = c.own_evals + jnp.where(reuse, 0, 1).astype(jnp.int32)
     ok = _all_finite(value, grad)
-    keep = lambda new, old: base.tree_select(ok, new, old)  # noqa: E731
+    keep = lambda new, old: tree_where(ok, new, old)  # noqa: E731
     # Unchanged params give an unchanged value, so the params and the state are compared
-    # only then (comparing them every step doubled a small L-BFGS step's time).
+    # only then (comparing them every step is costly next to a small L-BFGS step).
     stuck = jax.lax.cond(value == c.value,
                          lambda: _unchanged(params, c.params) & _unchanged(state, c.state),
                          lambda: jnp.zeros([], bool))
@@ -160,8 +157,8 @@ _run_jit = jax.jit(_run, static_argnums=(0, 1))
 
 
 def _as_int32(n: Any) -> Any:
-  # NumPy scalars, not jnp arrays: each jnp.asarray is a host-to-device transfer of
-  # about 20 us, as much as a small problem's whole loop.
+  # NumPy scalars, not jnp arrays: each jnp.asarray is a host-to-device transfer, as
+  # costly as a small problem's whole loop.
   if isinstance(n, jax.core.Tracer):
     return n
   return np.int32(min(int(n), np.iinfo(np.int32).max))

@@ -25,8 +25,10 @@ import jax.numpy as jnp
 
 from gradtx._src import base, combine, scaling, validation
 from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src.linesearch import (scale_by_zoom_linesearch, state_dtype, tree_sq_norm,
-                                    tree_vdot)
+from gradtx._src.linesearch import scale_by_zoom_linesearch
+from gradtx._src.tree.casting import tree_zeros_like, widest_float_dtype
+from gradtx._src.tree.math import (safe_increment, tree_add_scale_like, tree_norm,
+                                   tree_real_vdot, zero_count)
 
 
 class ScaleByLBFGSState(NamedTuple):
@@ -61,8 +63,8 @@ def _two_loop(updates, diff_params_memory, diff_updates_memory, weights_memory,
 
   def newest_to_oldest(vec, idx):
     s, y = pair(idx)
-    alpha = weights_memory[idx] * tree_vdot(s, vec)
-    return jax.tree.map(lambda v, b: (v + (-alpha) * b).astype(v.dtype), vec, y), alpha
+    alpha = weights_memory[idx] * tree_real_vdot(s, vec)
+    return tree_add_scale_like(vec, -alpha, y), alpha
 
   vec, alphas = jax.lax.scan(newest_to_oldest, updates, indices, reverse=True)
   vec = jax.tree.map(lambda v: identity_scale * v, vec)
@@ -70,8 +72,8 @@ def _two_loop(updates, diff_params_memory, diff_updates_memory, weights_memory,
   def oldest_to_newest(vec, idx_alpha):
     idx, alpha = idx_alpha
     s, y = pair(idx)
-    beta = weights_memory[idx] * tree_vdot(y, vec)
-    return jax.tree.map(lambda v, a: (v + (alpha - beta) * a).astype(v.dtype), vec, s), beta
+    beta = weights_memory[idx] * tree_real_vdot(y, vec)
+    return tree_add_scale_like(vec, alpha - beta, s), beta
 
   vec, _ = jax.lax.scan(oldest_to_newest, vec, (indices, alphas))
   return vec
@@ -100,15 +102,17 @@ def scale_by_lbfgs(memory_size: int = 10,
   validation.integer(owner, "memory_size", memory_size)
 
   def init(params):
-    stacked = jax.tree.map(lambda x: jnp.zeros((memory_size,) + jnp.shape(x),
-                                               jnp.asarray(x).dtype), params)
+    # Zeros computed from the params, so that under jit the memory takes their sharding
+    # (replicated along the leading memory axis).
+    zeros = tree_zeros_like(params)
+    stacked = jax.tree.map(lambda z: jnp.broadcast_to(z, (memory_size, *z.shape)), zeros)
     return ScaleByLBFGSState(
-        count=base.zero_count(),
-        params=jax.tree.map(jnp.zeros_like, params),
-        updates=jax.tree.map(jnp.zeros_like, params),
+        count=zero_count(),
+        params=zeros,
+        updates=zeros,
         diff_params_memory=stacked,
         diff_updates_memory=stacked,
-        weights_memory=jnp.zeros([memory_size], state_dtype(params)))
+        weights_memory=jnp.zeros([memory_size], widest_float_dtype(params)))
 
   def update(updates, state, params=None, **extra_args):
     del extra_args
@@ -122,7 +126,7 @@ def scale_by_lbfgs(memory_size: int = 10,
     # 1. The newest pair; undefined at the first step, where it is kept at 0.
     diff_params = jax.tree.map(lambda a, b: a - b, params, state.params)
     diff_updates = jax.tree.map(lambda a, b: a - b, updates, state.updates)
-    curvature = tree_vdot(diff_updates, diff_params)
+    curvature = tree_real_vdot(diff_updates, diff_params)
     weight = jnp.where(curvature == 0.0, 0.0, 1.0 / curvature)
     diff_params, diff_updates, weight = jax.tree.map(
         lambda x: jnp.where(first, jnp.zeros_like(x), x), (diff_params, diff_updates, weight))
@@ -133,7 +137,7 @@ def scale_by_lbfgs(memory_size: int = 10,
 
     # 2. gamma_k; at the first step min(1, 1/||u||).
     #    (The inner where keeps jax.grad finite at a zero gradient.)
-    sq_norm = tree_sq_norm(updates)
+    sq_norm = tree_norm(updates, squared=True)
     first_scale = jnp.where(sq_norm > 0,
                             jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.where(sq_norm > 0, sq_norm, 1.0))),
                             1.0)
@@ -143,7 +147,7 @@ def scale_by_lbfgs(memory_size: int = 10,
       # kernel graph narrow enough for XLA:CPU to run it on one thread
       # (benchmarks/README.md, "Two speeds of XLA:CPU").
       numerator = curvature
-      denominator = tree_sq_norm(diff_updates)
+      denominator = tree_norm(diff_updates, squared=True)
       # (The inner where keeps jax.grad finite at the first step, where both are 0.)
       identity_scale = jnp.where(
           denominator > 0.0, numerator / jnp.where(denominator > 0.0, denominator, 1.0), 1.0)
@@ -158,11 +162,11 @@ def scale_by_lbfgs(memory_size: int = 10,
     # 4. Recovery (module docstring): not a descent direction -> first-step direction,
     #    memory cleared. A cond, not a select: the direction is then computed once, as
     #    Optax computes it, not re-fused (and differently rounded) into the select.
-    along = tree_vdot(updates, direction)
-    not_descent = ~jnp.isfinite(along) | ((along <= 0) & (tree_sq_norm(updates) > 0))
+    along = tree_real_vdot(updates, direction)
+    not_descent = ~jnp.isfinite(along) | ((along <= 0) & (tree_norm(updates, squared=True) > 0))
 
     def restart(direction, *memory):
-      finite = jnp.isfinite(tree_sq_norm(updates))
+      finite = jnp.isfinite(tree_norm(updates, squared=True))
       fallback = jax.tree.map(
           lambda u, d: jnp.where(finite, first_scale * u, 0).astype(d.dtype), updates,
           direction)
@@ -173,7 +177,7 @@ def scale_by_lbfgs(memory_size: int = 10,
         diff_updates_memory, weights_memory)
 
     return direction, ScaleByLBFGSState(
-        count=base.safe_increment(state.count),
+        count=safe_increment(state.count),
         params=params,
         updates=updates,
         diff_params_memory=diff_params_memory,
