@@ -9,33 +9,37 @@ from gradtx._src.base import (EmptyState, GradientTransformation, Params, Schedu
                               stateless)
 from gradtx._src.combine import (MaskedNode, MaskedState, MultiplyState, PartitionState,
                                  chain, masked, multiply, named_chain, partition)
-from gradtx._src.hyperparams import InjectHyperparamsState, inject_hyperparams
+from gradtx._src.hyperparams import (InjectHyperparamsState, hyperparameters,
+                                     inject_hyperparams)
+from gradtx._src.leafwise import leafwise
 from gradtx._src.scaling import (AddDecayedWeightsState, ScaleByScheduleState,
                                  add_decayed_weights, scale, scale_by_learning_rate,
                                  scale_by_schedule)
 from gradtx._src.momentum import (AddMomentumState, BiasCorrectionState, add_momentum,
                                   bias_correction)
-from gradtx._src.adaptive import (ScaleByAdaDeltaState, ScaleByAdamState,
-                                  ScaleByAmsgradState, ScaleByRmsState,
-                                  ScaleByRmsWithCountState, ScaleByRssState,
-                                  ScaleByRStdDevState, ScaleByRStdDevWithCountState,
-                                  scale_by_adadelta, scale_by_adam, scale_by_adamax,
-                                  scale_by_amsgrad, scale_by_rms, scale_by_rss,
-                                  scale_by_stddev)
-from gradtx._src.rectification import (AdaptiveStepSizeState, RectifyState,
-                                       adaptive_step_size, rectify, scale_by_radam)
-from gradtx._src.sign import ScaleByRpropState, scale_by_rprop
-from gradtx._src.clipping import centralize, clip, clip_by_global_norm, global_norm
+from gradtx._src.adagrad import (ScaleByAdaDeltaState, ScaleByRssState, scale_by_adadelta,
+                                 scale_by_rss)
+from gradtx._src.rmsprop import (ScaleByRmsState, ScaleByRmsWithCountState,
+                                 ScaleByRStdDevState, ScaleByRStdDevWithCountState,
+                                 scale_by_rms, scale_by_stddev)
+from gradtx._src.adam import (AdaptiveStepSizeState, ScaleByAdamState, ScaleByAmsgradState,
+                              adaptive_step_size, scale_by_adam, scale_by_adamax,
+                              scale_by_amsgrad)
+from gradtx._src.radam import RectifyState, rectify, scale_by_radam
+from gradtx._src.rprop import ScaleByRpropState, scale_by_rprop
+from gradtx._src.clipping import centralize, clip, clip_by_global_norm
+from gradtx._src.tree.math import global_norm
 from gradtx._src.alias import (adadelta, adagrad, adam, adamax, adamw, amsgrad, nadam,
                                radam, rmsprop, rprop, sgd)
-from gradtx._src.bounds import (AdaBoundStepSizeState, AMSBoundStepSizeState,
-                                ClipBoundsState, adabound, adabound_step_size, amsbound,
-                                clip_bounds)
-from gradtx._src.local_gain import ScaleByLocalGainState, delta_bar_delta, scale_by_local_gain
+from gradtx._src.adabound import (AdaBoundStepSizeState, AMSBoundStepSizeState,
+                                  ClipBoundsState, adabound, adabound_step_size, amsbound,
+                                  clip_bounds)
+from gradtx._src.delta_bar_delta import (ScaleByLocalGainState, delta_bar_delta,
+                                         scale_by_local_gain)
 from gradtx._src.flatten import FlattenState, flatten
 from gradtx._src.lookahead import LookaheadState, lookahead, ranger
 from gradtx._src.swats import SwatsState, swats
-from gradtx._src.plateau import ReduceOnPlateauState
+from gradtx._src.reduce_on_plateau import ReduceOnPlateauState
 from gradtx._src.linesearch import (BacktrackingLinesearchInfo, MoreThuenteLinesearchInfo,
                                     ScaleByBacktrackingLinesearchState,
                                     ScaleByMoreThuenteLinesearchState,
@@ -55,7 +59,23 @@ from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_s
                               polynomial_schedule, reduce_on_plateau, step_decay,
                               warmup_cosine_decay_schedule,
                               warmup_exponential_decay_schedule, warmup_linear)
-
-from gradtx import landscapes, learned
+from gradtx import tree, tree_utils
 
 __version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("landscapes", "learned")
+
+
+def __getattr__(name: str):
+  """``gtx.landscapes`` and ``gtx.learned`` are imported on first use, so that
+  ``import gradtx`` loads only the transforms."""
+  if name in _LAZY_SUBMODULES:
+    import importlib  # pylint: disable=import-outside-toplevel
+    module = importlib.import_module(f"gradtx.{name}")
+    globals()[name] = module
+    return module
+  raise AttributeError(f"module 'gradtx' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_LAZY_SUBMODULES))

@@ -11,7 +11,7 @@ from gradtx._src.schedules import (constant_schedule, cosine_decay_schedule,
                                    piecewise_constant_schedule, polynomial_schedule,
                                    step_decay, warmup_cosine_decay_schedule,
                                    warmup_exponential_decay_schedule, warmup_linear)
-from gradtx._src.plateau import ReduceOnPlateauState, reduce_on_plateau
+from gradtx._src.reduce_on_plateau import ReduceOnPlateauState, reduce_on_plateau
 
 __all__ = [
     "constant_schedule", "cosine_decay_schedule", "cyclic_schedule", "exponential_decay",

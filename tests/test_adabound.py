@@ -27,7 +27,7 @@ import torch
 
 import gradtx as gtx
 from conftest import loss, make_params
-from gradtx._src.bounds import adabound, adabound_step_size, amsbound, clip_bounds
+from gradtx._src.adabound import adabound, adabound_step_size, amsbound, clip_bounds
 from oracles import STEPS, assert_trajectories_close, reference_trajectory, trajectory
 
 adabound_package = pytest.importorskip("adabound")

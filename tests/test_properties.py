@@ -174,7 +174,7 @@ NAMES = list(TRANSFORMS)
 
 # Public callables that are not transform constructors. reduce_on_plateau is a transform
 # even though it lives with the schedules.
-NOT_TRANSFORMS = {"apply_updates", "global_norm", "value_and_grad_from_state", "minimize",
+NOT_TRANSFORMS = {"apply_updates", "leafwise", "hyperparameters", "global_norm", "value_and_grad_from_state", "minimize",
                   "state_shardings",
                   *(set(gtx.schedules.__all__) - {"reduce_on_plateau"})}
 

@@ -33,12 +33,6 @@ from sharding_worker import NAMES
 WORKER = pathlib.Path(__file__).resolve().parent / "sharding_worker.py"
 
 # Known to fail, in files this change did not touch (a reorganisation was in progress).
-KNOWN_FAILURES = {
-    "learned.lstm_optimizer":
-        "gradtx/learned/lstm.py init builds the hidden state with jnp.zeros((*param.shape, "
-        "layers, hidden)) and the cell state with jnp.zeros_like: constants, left on one "
-        "device",
-}
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +71,7 @@ def test_line_search_gradients_are_checked(report, name):
   assert report["transforms"][name]["checked"]["same"] == 4
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=True))
-    if name in KNOWN_FAILURES else name
-    for name in NAMES if not name.startswith("control/")])
+@pytest.mark.parametrize("name", [name for name in NAMES if not name.startswith("control/")])
 def test_per_param_state_takes_its_params_sharding(report, name):
   result = report["transforms"][name]
   assert "error" not in result, result["error"]

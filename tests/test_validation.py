@@ -145,7 +145,7 @@ STATIC = {("scale_by_lbfgs", "memory_size"), ("lbfgs", "memory_size"),
 NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",
                       "centralize", "chain", "named_chain", "masked", "partition",
                       "multiply", "inject_hyperparams", "flatten"}
-NOT_CONSTRUCTORS = {"apply_updates", "global_norm", "value_and_grad_from_state", "minimize",
+NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm", "value_and_grad_from_state", "minimize",
                     "state_shardings",
                     *(set(gtx.schedules.__all__) - {"reduce_on_plateau"})}
 
@@ -361,3 +361,65 @@ def test_constructor_inside_vmap_over_learning_rates():
 def test_traced_out_of_range_values_are_not_checked():
   # Inside jit a value cannot be inspected; construction must not fail (or concretise).
   jax.jit(lambda b2: _two_steps(gtx.adam(0.1, b2=b2)))(jnp.asarray(1.5))
+
+
+# --- types: a value of the wrong type is a TypeError at construction ----------------------
+
+# One wrong-typed value per kind: a string, a list, an array that is not a scalar.
+WRONG_TYPES = {"str": "0.5", "list": [0.5], "vector": np.full(2, 0.5)}
+TYPE_CASES = [(name, param, kind)
+              for name, (_, spec) in SPECS.items()
+              for param, (_, interval) in spec.items() if isinstance(interval, str)
+              for kind in WRONG_TYPES]
+
+
+@pytest.mark.parametrize("case", TYPE_CASES, ids=map(_id, TYPE_CASES))
+def test_wrong_type_raises_a_type_error_naming_constructor_and_parameter(case):
+  name, param, kind = case
+  with pytest.raises(TypeError, match=f"^{re.escape(name)}: {param} must be a real number"):
+    getattr(gtx, name)(**{**valid_kwargs(name), param: WRONG_TYPES[kind]})
+
+
+@pytest.mark.parametrize("bad", ["3", 2.5, [3]], ids=["str", "float", "list"])
+def test_wrong_type_for_a_count_is_a_type_error(bad):
+  with pytest.raises(TypeError, match="^lookahead: sync_period must be an integer >= 1"):
+    gtx.lookahead(gtx.sgd(0.1), sync_period=bad)
+
+
+def test_a_keyword_mistake_keeps_the_function_name():
+  with pytest.raises(TypeError, match=r"^adam: unexpected keyword argument 'lr'; adam takes "
+                     r"\(learning_rate, b1"):
+    gtx.adam(lr=1e-3)
+  with pytest.raises(TypeError, match=r"^adam: missing a required argument: 'learning_rate'"):
+    gtx.adam()
+
+
+def test_flags_and_dtypes_are_checked():
+  with pytest.raises(TypeError, match="^adam: nesterov must be True or False"):
+    gtx.adam(0.1, nesterov="yes")
+  with pytest.raises(TypeError, match="^scale_by_adam: mu_dtype must be a dtype"):
+    gtx.scale_by_adam(mu_dtype="not a dtype")
+
+
+@pytest.mark.parametrize("build", [
+    lambda: gtx.chain(gtx.clip(1.0), gtx.adam),
+    lambda: gtx.named_chain(("adam", gtx.adam)),
+    lambda: gtx.masked(gtx.adam, {"w": True}),
+    lambda: gtx.partition({"a": gtx.adam}, {"w": "a"}),
+    lambda: gtx.multiply(gtx.adam, gtx.sgd(0.1)),
+    lambda: gtx.lookahead(gtx.adam),
+    lambda: gtx.apply_if_finite(gtx.adam, 3),
+    lambda: gtx.accumulate_gradients(gtx.adam, 2),
+    lambda: gtx.flatten(gtx.adam),
+], ids=["chain", "named_chain", "masked", "partition", "multiply", "lookahead",
+        "apply_if_finite", "accumulate_gradients", "flatten"])
+def test_a_factory_passed_uncalled_is_caught_at_construction_with_a_hint(build):
+  with pytest.raises(TypeError, match=r"the function adam; call it first, e.g. adam\(\.\.\.\)"):
+    build()
+
+
+def test_a_non_transform_member_is_caught_at_construction():
+  with pytest.raises(TypeError, match=r"^chain: argument 2 must be a gradient transformation"):
+    gtx.chain(gtx.clip(1.0), 0.1)
+  with pytest.raises(TypeError, match=r"^partition: transforms must be a dict"):
+    gtx.partition([gtx.adam(0.1)], {"w": 0})

@@ -5,6 +5,7 @@ plain Optax inner). Trajectories are compared step by step, params and state cou
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -236,3 +237,25 @@ def test_wrapping_gradtx_adam_matches_optax_adam(wrap, oracle, poisoned, params)
   ours, _ = poisoned_run(wrap(gtx.adam(0.02)), params, poison)
   theirs, _ = poisoned_run(oracle(optax.adam(0.02)), params, poison)
   assert_trajectories_close(ours, theirs)
+
+
+def test_apply_if_finite_skips_steps_that_the_inner_transform_makes_non_finite():
+  """A schedule that returns NaN at step 1 (from 0): the incoming gradients are finite,
+  the inner update is not. That step is skipped like a non-finite gradient (zeros, the
+  inner state untouched, so the schedule sees count 1 again), and after
+  max_consecutive_errors=2 skips the third is given up on and passes through."""
+  learning_rate = lambda count: jnp.where(count == 1, jnp.nan, 0.5)  # noqa: E731
+  tx = gtx.apply_if_finite(gtx.sgd(learning_rate), max_consecutive_errors=2)
+  params = {"w": jnp.ones(2), "b": jnp.ones(())}
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  expected = [(-0.5, 0, True), (0.0, 1, False), (0.0, 2, False), (math.nan, 3, False)]
+  for t, (update, notfinite, finite) in enumerate(expected):
+    inner_count = state.inner_state[1].count
+    updates, state = step(grads, state)
+    np.testing.assert_array_equal(updates["w"], np.full(2, update), err_msg=f"step {t}")
+    assert int(state.notfinite_count) == notfinite and bool(state.last_finite) == finite
+    assert int(state.total_notfinite) == notfinite
+    if t in (1, 2):  # skipped: the inner state did not move
+      assert int(state.inner_state[1].count) == int(inner_count)

@@ -9,27 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradtx._src.hyperparams import accepts_schedules
 from gradtx._src import base, validation
-from gradtx._src.adaptive import (scale_by_adadelta, scale_by_adam, scale_by_adamax,
-                                  scale_by_amsgrad, scale_by_rms, scale_by_rss,
-                                  scale_by_stddev)
+from gradtx._src.adagrad import scale_by_adadelta, scale_by_rss
+from gradtx._src.adam import ADAM_SPECS, scale_by_adam, scale_by_adamax, scale_by_amsgrad
 from gradtx._src.combine import chain
+from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.momentum import add_momentum
-from gradtx._src.rectification import scale_by_radam
+from gradtx._src.radam import scale_by_radam
+from gradtx._src.rmsprop import scale_by_rms, scale_by_stddev
+from gradtx._src.rprop import RPROP_SPECS, scale_by_rprop
 from gradtx._src.scaling import add_decayed_weights, scale, scale_by_learning_rate
-from gradtx._src.sign import scale_by_rprop
 
-_UNIT = "[0, 1)"
-_NONNEG = "[0, inf)"
+LR = dict(native=("learning_rate",), learning_rate="[0, inf)")
 
 
-def _check(owner: str, **specs: tuple[Any, str]) -> None:
-  """Validates under the alias's own name, so errors say ``adam: b2 ...``."""
-  validation.check(owner, **{k: v for k, v in specs.items() if v[0] is not None})
-
-
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(**LR, momentum="[0, 1] | None", nesterov="bool",
+                 accumulator_dtype="dtype | None")
 def sgd(learning_rate: base.ScalarOrSchedule, momentum: float | None = None,
         nesterov: bool = False, accumulator_dtype: Any = None) -> base.GradientTransformation:
   """Stochastic gradient descent, with heavy-ball or Nesterov momentum.
@@ -37,27 +32,26 @@ def sgd(learning_rate: base.ScalarOrSchedule, momentum: float | None = None,
   ``m = momentum*m + g``; ``p -= lr * m`` (``p -= lr * (g + momentum*m)`` with
   ``nesterov``). Robbins & Monro 1951; Polyak 1964; Sutskever et al. 2013 (Nesterov).
   """
-  _check("sgd", learning_rate=(learning_rate, _NONNEG), momentum=(momentum, "[0, 1]"))
   return chain(
       add_momentum(momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
       if momentum is not None else base.identity(),
       scale_by_learning_rate(learning_rate))
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(**LR, initial_accumulator_value="[0, inf)", eps="[0, inf)")
 def adagrad(learning_rate: base.ScalarOrSchedule, initial_accumulator_value: float = 0.1,
             eps: float = 1e-7) -> base.GradientTransformation:
   """Adagrad (Duchi, Hazan & Singer 2011).
 
   ``s += g**2`` (from ``initial_accumulator_value``); ``p -= lr * g / sqrt(s + eps)``.
   """
-  _check("adagrad", learning_rate=(learning_rate, _NONNEG),
-         initial_accumulator_value=(initial_accumulator_value, _NONNEG), eps=(eps, _NONNEG))
   return chain(scale_by_rss(initial_accumulator_value, eps),
                scale_by_learning_rate(learning_rate))
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(**LR, decay="[0, 1]", eps="[0, inf)", initial_scale="[0, inf)",
+                 eps_in_sqrt="bool", centered="bool", momentum="[0, 1] | None",
+                 nesterov="bool", bias_correction="bool")
 def rmsprop(learning_rate: base.ScalarOrSchedule, decay: float = 0.9, eps: float = 1e-8,
             initial_scale: float = 0.0, eps_in_sqrt: bool = True, centered: bool = False,
             momentum: float | None = None, nesterov: bool = False,
@@ -69,10 +63,8 @@ def rmsprop(learning_rate: base.ScalarOrSchedule, decay: float = 0.9, eps: float
   ``m = momentum*m + lr*d`` and ``p -= m`` (Nesterov: ``p -= lr*d + momentum*m``); without,
   ``p -= lr * d``.
   """
-  _check("rmsprop", learning_rate=(learning_rate, _NONNEG),
-         decay=(decay, "[0, 1)" if bias_correction else "[0, 1]"),
-         eps=(eps, _NONNEG), initial_scale=(initial_scale, _NONNEG),
-         momentum=(momentum, "[0, 1]"))
+  if bias_correction:  # 1 - decay**t would be 0
+    validation.real("rmsprop", "decay", decay, "[0, 1)")
   normaliser = scale_by_stddev if centered else scale_by_rms
   return chain(
       normaliser(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
@@ -80,7 +72,9 @@ def rmsprop(learning_rate: base.ScalarOrSchedule, decay: float = 0.9, eps: float
       add_momentum(momentum, nesterov=nesterov) if momentum is not None else base.identity())
 
 
-@accepts_schedules(native=("learning_rate", "weight_decay"), static=("weight_decay_mask",))
+@hyperparameters(native=("learning_rate", "weight_decay"),
+                 learning_rate="[0, inf) | None", rho="[0, 1]", eps="[0, inf)",
+                 weight_decay="[0, inf)")
 def adadelta(learning_rate: base.ScalarOrSchedule | None = None, rho: float = 0.9,
              eps: float = 1e-6, weight_decay: base.ScalarOrSchedule = 0.0,
              weight_decay_mask: Any = None) -> base.GradientTransformation:
@@ -92,20 +86,12 @@ def adadelta(learning_rate: base.ScalarOrSchedule | None = None, rho: float = 0.
   ``d``, climbing the loss, so ``optax.adadelta()`` corresponds to ``gtx.adadelta(1.0)``
   only with a learning rate given).
   """
-  _check("adadelta", learning_rate=(learning_rate, _NONNEG), rho=(rho, "[0, 1]"),
-         eps=(eps, _NONNEG), weight_decay=(weight_decay, _NONNEG))
   return chain(add_decayed_weights(weight_decay, mask=weight_decay_mask),
                scale_by_adadelta(rho, eps),
                scale_by_learning_rate(1.0 if learning_rate is None else learning_rate))
 
 
-def _check_adam(owner: str, learning_rate: Any, b1: Any, b2: Any, eps: Any,
-                eps_root: Any = 0.0, **more: tuple[Any, str]) -> None:
-  _check(owner, learning_rate=(learning_rate, _NONNEG), b1=(b1, _UNIT), b2=(b2, _UNIT),
-         eps=(eps, _NONNEG), eps_root=(eps_root, _NONNEG), **more)
-
-
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(**LR, **ADAM_SPECS, nesterov="bool")
 def adam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None, *,
          nesterov: bool = False) -> base.GradientTransformation:
@@ -115,12 +101,11 @@ def adam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99
   ``p -= lr * (mu/(1-b1**t)) / (sqrt(nu/(1-b2**t) + eps_root) + eps)``.
   ``nesterov=True`` is Nadam (Dozat 2016).
   """
-  _check_adam("adam", learning_rate, b1, b2, eps, eps_root)
   return chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
                scale_by_learning_rate(learning_rate))
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(**LR, **ADAM_SPECS)
 def nadam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0,
           mu_dtype: Any = None) -> base.GradientTransformation:
@@ -128,12 +113,12 @@ def nadam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
 
   As :func:`adam`, with ``mu_hat = b1*mu/(1-b1**(t+1)) + (1-b1)*g/(1-b1**t)``.
   """
-  _check_adam("nadam", learning_rate, b1, b2, eps, eps_root)
   return chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=True),
                scale_by_learning_rate(learning_rate))
 
 
-@accepts_schedules(native=("learning_rate", "weight_decay"), static=("mask",))
+@hyperparameters(native=("learning_rate", "weight_decay"), learning_rate="[0, inf)",
+                 **ADAM_SPECS, weight_decay="[0, inf)", nesterov="bool")
 def adamw(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
           weight_decay: base.ScalarOrSchedule = 1e-4, mask: Any = None, *,
@@ -143,14 +128,12 @@ def adamw(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
   ``p -= lr * (adam_direction + weight_decay * p)``, the decay applied only where
   ``mask`` is True (all params by default).
   """
-  _check_adam("adamw", learning_rate, b1, b2, eps, eps_root,
-              weight_decay=(weight_decay, _NONNEG))
   return chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
                add_decayed_weights(weight_decay, mask),
                scale_by_learning_rate(learning_rate))
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(**LR, b1="[0, 1)", b2="[0, 1)", eps="[0, inf)")
 def adamax(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
            eps: float = 1e-8) -> base.GradientTransformation:
   """Adamax (Kingma & Ba 2015, §7.1): Adam with the infinity norm.
@@ -158,11 +141,11 @@ def adamax(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.
   ``mu = b1*mu + (1-b1)*g``; ``nu = max(|g| + eps, b2*nu)``;
   ``p -= lr * mu/(1-b1**t) / nu``.
   """
-  _check_adam("adamax", learning_rate, b1, b2, eps)
   return chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(**LR, **ADAM_SPECS, bias_correction_mu="bool",
+                 bias_correction_nu="bool")
 def amsgrad(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
             eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
             bias_correction_mu: bool = True,
@@ -171,28 +154,26 @@ def amsgrad(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0
 
   ``p -= lr * mu_hat / (sqrt(nu_max + eps_root) + eps)``.
   """
-  _check_adam("amsgrad", learning_rate, b1, b2, eps, eps_root)
   return chain(scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype, bias_correction_mu,
                                 bias_correction_nu),
                scale_by_learning_rate(learning_rate))
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(**LR, **{k: v for k, v in ADAM_SPECS.items() if k != "mu_dtype"},
+                 threshold="[0, inf)", nesterov="bool")
 def radam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0, threshold: float = 5.0, *,
           nesterov: bool = False) -> base.GradientTransformation:
   """RAdam (Liu et al. 2019): Adam with its adaptive step size rectified.
 
   ``p -= lr * r_t * mu_hat / (sqrt(nu_hat + eps_root) + eps)`` once ``rho_t >= threshold``,
-  ``p -= lr * mu_hat`` before (see :mod:`gradtx._src.rectification` for ``r_t``, ``rho_t``).
+  ``p -= lr * mu_hat`` before (see :mod:`gradtx._src.radam` for ``r_t``, ``rho_t``).
   """
-  _check_adam("radam", learning_rate, b1, b2, eps, eps_root,
-              threshold=(threshold, _NONNEG))
   return chain(scale_by_radam(b1, b2, eps, eps_root, threshold, nesterov=nesterov),
                scale_by_learning_rate(learning_rate))
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(native=("learning_rate",), **RPROP_SPECS)
 def rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
           min_step_size: float = 1e-6,
           max_step_size: float = 50.0) -> base.GradientTransformation:
@@ -202,10 +183,8 @@ def rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
   As torch.optim.Rprop and the paper. Optax 0.2.8's ``rprop`` emits each step one step
   late (its first update is zero; optax PR #1725); gradtx does not copy that.
   """
-  _check("rprop", learning_rate=(learning_rate, _NONNEG), eta_minus=(eta_minus, "[0, 1]"),
-         eta_plus=(eta_plus, "[1, inf)"), min_step_size=(min_step_size, _NONNEG),
-         max_step_size=(max_step_size, _NONNEG))
-  validation.ordered("rprop", "min_step_size", min_step_size, "max_step_size", max_step_size)
+  validation.ordered("rprop", "min_step_size", min_step_size, "max_step_size",
+                     max_step_size)
   return chain(scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size,
                               max_step_size),
                scale(-1.0))

@@ -5,45 +5,30 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src import base, validation
+from gradtx._src import base
+from gradtx._src.hyperparams import hyperparameters
+from gradtx._src.leafwise import leafwise, map_leaves
+from gradtx._src.tree.math import global_norm
 
 
-@accepts_schedules()
+@hyperparameters(max_delta="[0, inf]")
 def clip(max_delta: float) -> base.GradientTransformation:
   """Clips every coordinate of the updates to ``[-max_delta, max_delta]``."""
-  validation.check("clip", max_delta=(max_delta, "[0, inf]"))
-
-  def update(updates, state, params=None, **extra_args):
-    del params, extra_args
-    return base.map_leaves("clip", lambda u, d: jnp.clip(u, -d, d), updates,
-                           d=max_delta), state
-
-  return base.GradientTransformation(base.init_empty_state, update)
+  return leafwise("clip", lambda u, *, d: jnp.clip(u, -d, d), hyperparams=dict(d=max_delta))
 
 
-def global_norm(updates: base.Updates) -> jax.Array:
-  """The 2-norm of all the leaves together, accumulated in at least float32."""
-  squares = [jnp.sum(jnp.square(u.real) + jnp.square(u.imag)
-                     if jnp.iscomplexobj(u) else jnp.square(u.astype(
-                         jnp.promote_types(u.dtype, jnp.float32))))
-             for u, in base.stacked_leaves(updates)]
-  return jnp.sqrt(sum(squares, jnp.zeros([], jnp.float32)))
-
-
-@accepts_schedules()
+@hyperparameters(max_norm="(0, inf]")
 def clip_by_global_norm(max_norm: float) -> base.GradientTransformation:
   """Rescales the updates so that their global 2-norm is at most ``max_norm``.
 
   ``u * max_norm / ||u||`` when ``||u|| >= max_norm``, else ``u`` (Pascanu et al. 2013).
   """
-  validation.check("clip_by_global_norm", max_norm=(max_norm, "(0, inf]"))
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
     norm = global_norm(updates)
     keep = norm < max_norm
-    updates = base.map_leaves(
+    updates = map_leaves(
         "clip_by_global_norm",
         lambda u, norm, max_norm: jax.lax.select(keep, u, (u / norm) * max_norm),
         updates, norm=norm, max_norm=max_norm)
@@ -67,8 +52,4 @@ def centralize() -> base.GradientTransformation:
   unchanged. Optax averages over all axes but the first, PyTorch's ``(out, in)`` layout.
   """
 
-  def update(updates, state, params=None, **extra_args):
-    del params, extra_args
-    return base.map_leaves("centralize", _subtract_mean, updates), state
-
-  return base.GradientTransformation(base.init_empty_state, update)
+  return leafwise("centralize", _subtract_mean)

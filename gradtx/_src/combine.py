@@ -13,13 +13,16 @@ from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union
 
 import jax
 
-from gradtx._src import base
+from gradtx._src import base, validation
+from gradtx._src.leafwise import map_leaves
 
 MaskOrFn = Union[base.PyTree, Callable[[base.Params], base.PyTree]]
 
 
 def chain(*transforms: base.GradientTransformation) -> base.GradientTransformation:
   """Applies ``transforms`` in sequence; the state is the tuple of their states."""
+  for i, tx in enumerate(transforms):
+    validation.transform("chain", f"argument {i + 1}", tx)
 
   def init(params):
     return tuple(tx.init(params) for tx in transforms)
@@ -40,6 +43,11 @@ def chain(*transforms: base.GradientTransformation) -> base.GradientTransformati
 def named_chain(*transforms: tuple[str, base.GradientTransformation]
                 ) -> base.GradientTransformation:
   """Like :func:`chain`, with each member named; the state is a dict by name."""
+  for i, member in enumerate(transforms):
+    if not (isinstance(member, tuple) and len(member) == 2 and isinstance(member[0], str)):
+      raise TypeError(f"named_chain: argument {i + 1} must be a (name, transform) pair, "
+                      f"got {member!r}")
+    validation.transform("named_chain", f"the transform named {member[0]!r}", member[1])
   names = [name for name, _ in transforms]
   if len(set(names)) != len(names):
     raise ValueError(f"named_chain: names must be unique, got {names}")
@@ -79,6 +87,7 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn) -> base.GradientT
       function of the params (of the updates, in ``update``) that returns one. The mask
       must be static for the step to be jit-compilable.
   """
+  validation.transform("masked", "inner", inner)
 
   def resolve_mask(tree):
     return mask(tree) if callable(mask) else mask
@@ -121,6 +130,11 @@ def partition(transforms: Mapping[Hashable, base.GradientTransformation],
     param_labels: a tree of labels with the structure of the params (or a prefix of it),
       or a function of the params that returns one.
   """
+  if not isinstance(transforms, Mapping):
+    raise TypeError("partition: transforms must be a dict from label to transform, got "
+                    f"{type(transforms).__name__}")
+  for label, tx in transforms.items():
+    validation.transform("partition", f"transforms[{label!r}]", tx)
 
   def labels_of(tree):
     return param_labels(tree) if callable(param_labels) else param_labels
@@ -161,6 +175,8 @@ def multiply(first: base.GradientTransformation,
   adaptive_step_size(b2, eps))`` is Adam's direction, and bounding or rectifying the step
   size before the product gives AdaBound or RAdam.
   """
+  validation.transform("multiply", "first", first)
+  validation.transform("multiply", "second", second)
 
   def init(params):
     return MultiplyState(first.init(params), second.init(params))
@@ -168,7 +184,7 @@ def multiply(first: base.GradientTransformation,
   def update(updates, state, params=None, **extra_args):
     a, first_state = base.call_update(first, updates, state.first, params, extra_args)
     b, second_state = base.call_update(second, updates, state.second, params, extra_args)
-    return base.map_leaves("multiply", lambda x, y: x * y, a, b), MultiplyState(
+    return map_leaves("multiply", lambda x, y: x * y, a, b), MultiplyState(
         first_state, second_state)
 
   return base.GradientTransformation(init, update)

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base
+from gradtx._src import base, validation
 
 
 class FlattenState(NamedTuple):
@@ -72,6 +72,7 @@ def flatten(inner: base.GradientTransformation) -> base.GradientTransformation:
   Args:
     inner: the transform to run on the flat buffers.
   """
+  validation.transform("flatten", "inner", inner)
 
   def init(params):
     return FlattenState(inner.init(_flat(jax.tree.leaves(params))))

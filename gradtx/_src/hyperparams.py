@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._src import base
+from gradtx._src import base, validation
+from gradtx._src.tree.math import safe_increment, zero_count
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -113,7 +114,7 @@ def inject_hyperparams(
       return values
 
     def init(params):
-      count = base.zero_count()
+      count = zero_count()
       hyperparams = current(numbers, count)
       inner = inner_factory(**others, **hyperparams)
       return InjectHyperparamsState(count, hyperparams, inner.init(params))
@@ -123,12 +124,70 @@ def inject_hyperparams(
       inner = inner_factory(**others, **hyperparams)
       updates, inner_state = base.call_update(inner, updates, state.inner_state, params,
                                               extra_args)
-      return updates, InjectHyperparamsState(base.safe_increment(state.count), hyperparams,
+      return updates, InjectHyperparamsState(safe_increment(state.count), hyperparams,
                                              inner_state)
 
     return base.GradientTransformation(init, update)
 
   return wrapped
+
+
+def hyperparameters(*, native: Iterable[str] = (), schedules: bool = True, **specs: str):
+  """Declares a transform factory's hyperparameters: checked at construction, and
+  scheduled.
+
+  Each keyword names a parameter and its spec (see :mod:`gradtx._src.validation`):
+  ``"[0, 1)"`` a real number in an interval, ``"int >= 1"``, ``"bool"``, ``"dtype"``,
+  ``"transform"``, ``"callable"``, ``"{'one', 'keep'}"``, each optionally ``"| None"``.
+  Parameters not named are passed as they are. On every call the arguments are bound
+  (a keyword mistake names the factory and lists its parameters) and checked, raising
+  ``TypeError`` for a value of the wrong type and ``ValueError`` for one out of range,
+  naming the factory, the parameter and what is allowed.
+
+  Every real hyperparameter may also be a schedule of the step count. Those named in
+  ``native`` take schedules themselves (a learning rate); if any other is given one,
+  the transform is built through :func:`inject_hyperparams` with the schedules alone
+  injected: each step evaluates them at the step count, and their current values
+  appear in ``state.hyperparams``. Without schedules the factory is called as it is, so
+  its state stays exactly Optax's. ``schedules=False`` (for functions that build no
+  transform) rejects a callable given for a number::
+
+    @hyperparameters(native=("learning_rate",), learning_rate="[0, inf)", b1="[0, 1)")
+    def my_adam(learning_rate, b1=0.9): ...
+  """
+  native = set(native)
+  parsed = {name: validation.parse_spec(spec) for name, spec in specs.items()}
+
+  def decorate(factory):
+    signature = inspect.signature(factory)
+    owner = factory.__name__
+    undeclared = set(specs) - set(signature.parameters)
+    if undeclared:
+      raise TypeError(f"hyperparameters: {sorted(undeclared)} are not parameters of {owner}")
+
+    @functools.wraps(factory)
+    def wrapped(*args, **kwargs):
+      bound = validation.bind(owner, signature, args, kwargs)
+      for name, spec in parsed.items():
+        value = bound.arguments[name]
+        if not schedules and spec.is_real and validation.is_schedule(value):
+          raise validation.HyperparameterTypeError(
+              f"{owner}: {name} must be a real number in {spec.argument}, got {value!r}")
+        spec.check(owner, name, value)
+      scheduled = [name for name, value in bound.arguments.items()
+                   if name in parsed and parsed[name].is_real and name not in native
+                   and validation.is_schedule(value)]
+      if not scheduled:
+        return factory(*bound.args, **bound.kwargs)
+      # Only the schedules become state; numbers stay Python floats, so that
+      # `1 - b2` is still computed in double precision as without schedules.
+      fixed = set(bound.arguments) - set(scheduled)
+      return inject_hyperparams(factory, static_args=fixed)(**bound.arguments)
+
+    wrapped.hyperparameter_specs = dict(specs)
+    return wrapped
+
+  return decorate
 
 
 def accepts_schedules(native: Iterable[str] = (), static: Iterable[str] = ()):
@@ -137,9 +196,7 @@ def accepts_schedules(native: Iterable[str] = (), static: Iterable[str] = ()):
   Hyperparameters named in ``native`` already take schedules (a learning rate) and those
   in ``static`` are callables of another kind (a mask); they are passed through. If any
   other argument is a schedule, the transform is built through :func:`inject_hyperparams`
-  with the schedules alone injected: each step evaluates them at the step count, and
-  their current values appear in ``state.hyperparams``. Without schedules the factory is called as it is, so its state
-  stays exactly Optax's.
+  with the schedules alone injected.
   """
   passthrough = set(native) | set(static)
 
@@ -148,15 +205,11 @@ def accepts_schedules(native: Iterable[str] = (), static: Iterable[str] = ()):
 
     @functools.wraps(factory)
     def wrapped(*args, **kwargs):
-      bound = signature.bind(*args, **kwargs)
-      bound.apply_defaults()
+      bound = validation.bind(factory.__name__, signature, args, kwargs)
       scheduled = [name for name, value in bound.arguments.items()
-                   if name not in passthrough and callable(value)
-                   and not isinstance(value, type)]
+                   if name not in passthrough and validation.is_schedule(value)]
       if not scheduled:
         return factory(*args, **kwargs)
-      # Only the schedules become state; numbers stay Python floats, so that
-      # `1 - b2` is still computed in double precision as without schedules.
       fixed = set(bound.arguments) - set(scheduled)
       return inject_hyperparams(factory, static_args=fixed)(**bound.arguments)
 

@@ -21,11 +21,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src import base, validation
+from gradtx._src import base
 from gradtx._src.clipping import centralize
 from gradtx._src.combine import chain
-from gradtx._src.rectification import scale_by_radam
+from gradtx._src.hyperparams import hyperparameters
+from gradtx._src.leafwise import map_leaves
+from gradtx._src.radam import scale_by_radam
+from gradtx._src.tree.math import safe_increment, zero_count
 from gradtx._src.scaling import add_decayed_weights, scale_by_learning_rate
 
 
@@ -52,7 +54,7 @@ def _lookahead_rule(u, slow, p, *, alpha, sync):
   return jnp.where(sync, new_slow - p, u), jnp.where(sync, new_slow, slow)
 
 
-@accepts_schedules(static=("inner", "sync_period"))
+@hyperparameters(inner="transform", sync_period="int >= 1", slow_step_size="[0, 1]")
 def lookahead(inner: base.GradientTransformation, sync_period: int = 6,
               slow_step_size: base.ScalarOrSchedule = 0.5) -> base.GradientTransformation:
   """Lookahead around any transform (Zhang et al. 2019, Algorithm 1).
@@ -81,13 +83,11 @@ def lookahead(inner: base.GradientTransformation, sync_period: int = 6,
     sync_period: fast steps per slow step, ``k``, an integer >= 1.
     slow_step_size: the slow weights' step size ``alpha``, in ``[0, 1]``, or a schedule.
   """
-  validation.integer("lookahead", "sync_period", sync_period)
-  validation.check("lookahead", slow_step_size=(slow_step_size, "[0, 1]"))
 
   def init(params):
     # A copy, not the params' own buffers: a step that donates params and state must not
     # be handed one buffer twice.
-    return LookaheadState(steps_since_sync=base.zero_count(),
+    return LookaheadState(steps_since_sync=zero_count(),
                           slow_weights=jax.tree.map(jnp.array, params),
                           inner_state=inner.init(params))
 
@@ -97,10 +97,10 @@ def lookahead(inner: base.GradientTransformation, sync_period: int = 6,
     base.check_same_structure("lookahead", updates, state.slow_weights)
     updates, inner_state = base.call_update(inner, updates, state.inner_state, params,
                                             extra_args)
-    steps = base.safe_increment(state.steps_since_sync)
+    steps = safe_increment(state.steps_since_sync)
     # ">=", not "==": a sync_period lowered between steps (inject_hyperparams) syncs now.
     sync = steps >= jnp.asarray(sync_period, steps.dtype)
-    updates, slow_weights = base.map_leaves("lookahead", _lookahead_rule, updates,
+    updates, slow_weights = map_leaves("lookahead", _lookahead_rule, updates,
                                             state.slow_weights, params,
                                             alpha=slow_step_size, sync=sync)
     return updates, LookaheadState(
@@ -110,7 +110,9 @@ def lookahead(inner: base.GradientTransformation, sync_period: int = 6,
   return base.GradientTransformation(init, update)
 
 
-@accepts_schedules(native=("learning_rate", "weight_decay"), static=("sync_period",))
+@hyperparameters(native=("learning_rate", "weight_decay"), learning_rate="[0, inf)",
+                 b1="[0, 1)", b2="[0, 1)", eps="[0, inf)", threshold="[0, inf)",
+                 sync_period="int >= 1", slow_step_size="[0, 1]", weight_decay="[0, inf)")
 def ranger(learning_rate: base.ScalarOrSchedule = 1e-3, b1: float = 0.95,
            b2: float = 0.999, eps: float = 1e-5, threshold: float = 5.0,
            sync_period: int = 6, slow_step_size: float = 0.5,
@@ -148,12 +150,6 @@ def ranger(learning_rate: base.ScalarOrSchedule = 1e-3, b1: float = 0.95,
   ``weight_decay * p`` to the adapted direction before the RAdam step size multiplies
   it, so its decay follows ``r_t`` and the bias corrections; gradtx does not copy that.
   """
-  validation.check("ranger", learning_rate=(learning_rate, "[0, inf)"), b1=(b1, "[0, 1)"),
-                   b2=(b2, "[0, 1)"), eps=(eps, "[0, inf)"),
-                   threshold=(threshold, "[0, inf)"),
-                   slow_step_size=(slow_step_size, "[0, 1]"),
-                   weight_decay=(weight_decay, "[0, inf)"))
-  validation.integer("ranger", "sync_period", sync_period)
   return lookahead(
       chain(centralize(),
             scale_by_radam(b1, b2, eps, threshold=threshold),

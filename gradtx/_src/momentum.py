@@ -13,15 +13,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src import base, validation
+from gradtx._src import base
+from gradtx._src.adam import bias_corrections
+from gradtx._src.hyperparams import hyperparameters
+from gradtx._src.leafwise import leafwise
+from gradtx._src.tree.casting import tree_zeros_like
 
 
 class AddMomentumState(NamedTuple):
   trace: base.PyTree
 
 
-@accepts_schedules()
+@hyperparameters(decay="[0, 1]", nesterov="bool", ema="bool",
+                 accumulator_dtype="dtype | None")
 def add_momentum(decay: float = 0.9, *, nesterov: bool = False, ema: bool = False,
                  accumulator_dtype: Any = None) -> base.GradientTransformation:
   """A momentum trace of the updates.
@@ -37,45 +41,25 @@ def add_momentum(decay: float = 0.9, *, nesterov: bool = False, ema: bool = Fals
     ema: average instead of sum.
     accumulator_dtype: dtype to store the trace in (default: the params').
   """
-  validation.check("add_momentum", decay=(decay, "[0, 1]"))
   accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
 
-  def init(params):
-    return AddMomentumState(base.full_like(params, 0, accumulator_dtype))
-
-  def rule(u, m, decay):
+  def rule(u, m, *, decay):
     m = (1 - decay) * u + decay * m if ema else u + decay * m
     if nesterov:
       return ((1 - decay) * u + decay * m if ema else u + decay * m), m
     return m, m
 
-  def update(updates, state, params=None, **extra_args):
-    del params, extra_args
-    updates, trace = base.map_leaves("add_momentum", rule, updates, state.trace,
-                                     decay=decay)
-    return updates, AddMomentumState(trace)
-
-  return base.GradientTransformation(init, update)
+  return leafwise("add_momentum", rule, state=AddMomentumState,
+                  init=lambda p: tree_zeros_like(p, accumulator_dtype),
+                  hyperparams=dict(decay=decay))
 
 
 class BiasCorrectionState(NamedTuple):
   count: jax.Array
 
 
-@accepts_schedules()
+@hyperparameters(decay="[0, 1)")
 def bias_correction(decay: float) -> base.GradientTransformation:
   """Divides ``u`` by ``1 - decay**t``, ``t`` counting this transform's calls from 1."""
-  validation.check("bias_correction", decay=(decay, "[0, 1)"))
-
-  def init(params):
-    del params
-    return BiasCorrectionState(base.zero_count())
-
-  def update(updates, state, params=None, **extra_args):
-    del params, extra_args
-    count = base.safe_increment(state.count)
-    correction = base.bias_correction_factor(decay, count)
-    updates = base.map_leaves("bias_correction", lambda u, c: u / c, updates, c=correction)
-    return updates, BiasCorrectionState(count)
-
-  return base.GradientTransformation(init, update)
+  return leafwise("bias_correction", lambda u, *, c: u / c, state=BiasCorrectionState,
+                  scalars=lambda count: bias_corrections(count, c=decay))

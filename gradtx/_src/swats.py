@@ -17,8 +17,8 @@ the estimate is frozen as ``Lambda`` and every later step is SGD with momentum,
 updated (the paper's ``continue``).
 
 Among the adaptive methods, SWATS adapts one global step size, once; the sign-based
-family adapts one per weight, every step: Rprop (``sign.py``) and delta-bar-delta
-(``local_gain.py``).
+family adapts one per weight, every step: Rprop (``rprop.py``) and delta-bar-delta
+(``delta_bar_delta.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src import adaptive, base, validation
+from gradtx._src import base
+from gradtx._src.adam import adam_moments, bias_corrections
+from gradtx._src.hyperparams import hyperparameters
+from gradtx._src.leafwise import map_leaves
+from gradtx._src.tree.casting import tree_zeros_like, widest_float_dtype
+from gradtx._src.tree.math import ema, reduce_leaves, safe_increment, zero_count
 
 
 class SwatsState(NamedTuple):
@@ -56,12 +60,13 @@ class SwatsState(NamedTuple):
 
 
 def _dot(a: base.PyTree, b: base.PyTree, dtype: Any) -> jax.Array:
-  return sum((jnp.sum(x.astype(dtype) * y.astype(dtype))
-              for x, y in base.stacked_leaves(a, b)),
-             jnp.zeros([], dtype))
+  """``<a, b>`` over the whole tree, in ``dtype``."""
+  return reduce_leaves(lambda x, y: jnp.sum(x.astype(dtype) * y.astype(dtype)),
+                       lambda x, y: x + y, jnp.zeros([], dtype), a, b)
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(native=("learning_rate",), learning_rate="[0, inf)", b1="[0, 1)",
+                 b2="[0, 1)", eps="[0, inf)", switch_tol="[0, inf]")
 def swats(learning_rate: base.ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, switch_tol: float = 1e-5) -> base.GradientTransformation:
   """SWATS (Keskar & Socher 2017, Algorithm 1): Adam, then SGD with momentum.
@@ -93,21 +98,16 @@ def swats(learning_rate: base.ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: floa
     switch_tol: the switch criterion's tolerance (the paper reuses Adam's ``eps``,
       1e-9); 0 never switches.
   """
-  validation.check("swats", learning_rate=(learning_rate, "[0, inf)"), b1=(b1, "[0, 1)"),
-                   b2=(b2, "[0, 1)"), eps=(eps, "[0, inf)"),
-                   switch_tol=(switch_tol, "[0, inf]"))
-
   def init(params):
-    dtype = base.scalar_dtype(params)
-    return SwatsState(count=base.zero_count(), mu=adaptive._zeros_like(params),
-                      nu=adaptive._zeros_like(params),
-                      sgd_momentum=adaptive._zeros_like(params),
+    dtype = widest_float_dtype(params)
+    return SwatsState(count=zero_count(), mu=tree_zeros_like(params),
+                      nu=tree_zeros_like(params), sgd_momentum=tree_zeros_like(params),
                       lambda_avg=jnp.zeros([], dtype),
                       sgd_learning_rate=jnp.zeros([], dtype),
-                      switched=jnp.array(False), switch_step=base.zero_count())
+                      switched=jnp.array(False), switch_step=zero_count())
 
   def rule(g, mu, nu, v, switched, lr, b1, b2, eps, c1, c2, sgd_lr):
-    new_mu, new_nu, mu_hat = adaptive.adam_moments(g, mu, nu, b1, b2, c1, c1, False)
+    new_mu, new_nu, mu_hat = adam_moments(g, mu, nu, b1, b2, c1, c1, False)
     adam_step = -lr * (mu_hat / (jnp.sqrt(new_nu / c2) + eps))
     new_v = b1 * v + g
     sgd_step = -(1 - b1) * sgd_lr * new_v
@@ -116,12 +116,12 @@ def swats(learning_rate: base.ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: floa
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
-    count = base.safe_increment(state.count)
-    c2 = base.bias_correction_factor(b2, count)
-    steps, mu, nu, v = base.map_leaves(
+    count = safe_increment(state.count)
+    c2 = bias_corrections(state.count, c2=b2)["c2"]
+    steps, mu, nu, v = map_leaves(
         "swats", rule, updates, state.mu, state.nu, state.sgd_momentum,
         switched=state.switched, lr=base.resolve(learning_rate, state.count), b1=b1, b2=b2,
-        eps=eps, c1=base.bias_correction_factor(b1, count), c2=c2,
+        eps=eps, c1=bias_corrections(state.count, c1=b1)["c1"], c2=c2,
         sgd_lr=state.sgd_learning_rate)
 
     # While in the Adam phase, the emitted steps are Adam's p_k.
@@ -129,7 +129,7 @@ def swats(learning_rate: base.ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: floa
     pg, pp = _dot(steps, updates, dtype), _dot(steps, steps, dtype)
     gamma = pp / jnp.where(pg != 0, -pg, 1)
     measured = ~state.switched & (pg != 0) & jnp.isfinite(gamma)
-    lambda_avg = jnp.where(measured, adaptive.ema(b2, state.lambda_avg, gamma),
+    lambda_avg = jnp.where(measured, ema(b2, state.lambda_avg, gamma),
                            state.lambda_avg).astype(dtype)
     estimate = lambda_avg / jnp.asarray(c2, dtype)
     switch = measured & (count > 1) & (jnp.abs(estimate - gamma) < switch_tol)

@@ -9,16 +9,17 @@ requires). Their numerics are Optax's ``apply_if_finite`` and ``MultiSteps``.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradtx._src import base
-from gradtx._src import validation
+from gradtx._src import base, validation
+from gradtx._src.hyperparams import hyperparameters
+from gradtx._src.leafwise import map_leaves
 from gradtx._src.tree.casting import tree_zeros_like
+from gradtx._src.tree.math import all_finite, safe_increment, zero_count
 
 
 def _zero_updates_like(step: Callable[[], tuple[base.Updates, base.OptState]]
@@ -30,12 +31,6 @@ def _zero_updates_like(step: Callable[[], tuple[base.Updates, base.OptState]]
   """
   shapes, _ = jax.eval_shape(step)
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-
-def _all_finite(tree: base.PyTree) -> jax.Array:
-  return functools.reduce(jnp.logical_and,
-                          (jnp.all(jnp.isfinite(x)) for x, in base.stacked_leaves(tree)),
-                          jnp.array(True))
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -54,48 +49,63 @@ class ApplyIfFiniteState(NamedTuple):
   inner_state: base.OptState
 
 
+@hyperparameters(inner="transform", max_consecutive_errors="int >= 0")
 def apply_if_finite(inner: base.GradientTransformation,
                     max_consecutive_errors: int) -> base.GradientTransformation:
   """Skips the steps whose updates hold a NaN or an Inf, up to a limit.
 
-  A step with a non-finite update is skipped: it emits zeros, leaves the inner state as it
-  was, and is counted. After ``max_consecutive_errors`` skipped steps in a row the next
-  non-finite step is given up on and passed to ``inner`` (as are the following ones, until
-  a finite step resets the count):
+  A step is non-finite when the updates it is given, or the updates ``inner`` makes of
+  them, hold a NaN or an Inf (the second catches what the inner transform itself
+  produces: a schedule that returns NaN, an overflow). A non-finite step is skipped: it
+  emits zeros, leaves the inner state as it was, and is counted. After
+  ``max_consecutive_errors`` skipped steps in a row the next non-finite step is given up
+  on and its result passed on (as are the following ones, until a finite step resets
+  the count)::
 
-    n_t = 0 if finite(u_t) else n_{t-1} + 1
-    run inner  iff  finite(u_t) or n_t > max_consecutive_errors
+    n_t = 0 if finite(u_t) and finite(inner(u_t)) else n_{t-1} + 1
+    emit inner(u_t)  iff  n_t == 0 or n_t > max_consecutive_errors, else 0
 
-  Reference: Optax's ``apply_if_finite`` (same state fields and numerics).
+  Reference: Optax's ``apply_if_finite`` (same state fields and numerics), which tests
+  the incoming updates only.
 
   Args:
     inner: the transform to protect; a gradtx or a plain Optax transform.
     max_consecutive_errors: how many non-finite steps in a row are skipped, >= 0.
   """
-  validation.integer("apply_if_finite", "max_consecutive_errors", max_consecutive_errors,
-                     minimum=0)
 
   def init(params):
-    return ApplyIfFiniteState(notfinite_count=base.zero_count(),
+    return ApplyIfFiniteState(notfinite_count=zero_count(),
                               last_finite=jnp.array(True),
-                              total_notfinite=base.zero_count(),
+                              total_notfinite=zero_count(),
                               inner_state=inner.init(params))
 
   def update(updates, state, params=None, **extra_args):
-    finite = _all_finite(updates)
-    notfinite_count = jnp.where(finite, base.zero_count(),
-                                base.safe_increment(state.notfinite_count))
+    given_up = safe_increment(state.notfinite_count) > max_consecutive_errors
 
     def step():
       return base.call_update(inner, updates, state.inner_state, params, extra_args)
 
-    updates, inner_state = lax.cond(
-        finite | (notfinite_count > max_consecutive_errors), step,
-        lambda: (_zero_updates_like(step), state.inner_state))
-    total_notfinite = jnp.where(finite, state.total_notfinite,
-                                base.safe_increment(state.total_notfinite))
-    return updates, ApplyIfFiniteState(notfinite_count, finite, total_notfinite,
-                                       inner_state)
+    def skip():
+      return _zero_updates_like(step), state.inner_state
+
+    def checked_step():
+      new_updates, inner_state = step()
+      finite = all_finite(new_updates)
+      new_updates, inner_state = lax.cond(finite | given_up,
+                                          lambda: (new_updates, inner_state), skip)
+      return new_updates, inner_state, finite
+
+    finite_in = all_finite(updates)
+    updates, inner_state, finite_out = lax.cond(
+        finite_in | given_up, checked_step, lambda: (*skip(), jnp.array(True)))
+    finite = finite_in & finite_out
+    return updates, ApplyIfFiniteState(
+        notfinite_count=jnp.where(finite, zero_count(),
+                                  safe_increment(state.notfinite_count)),
+        last_finite=finite,
+        total_notfinite=jnp.where(finite, state.total_notfinite,
+                                  safe_increment(state.total_notfinite)),
+        inner_state=inner_state)
 
   return base.GradientTransformation(init, update)
 
@@ -145,14 +155,15 @@ def accumulate_gradients(inner: base.GradientTransformation,
     every_k: micro-steps per inner step, an int >= 1, or a schedule ``k(gradient_step)``
       (as Optax's ``every_k_schedule``) to vary the effective batch size over training.
   """
+  validation.transform("accumulate_gradients", "inner", inner)
   if not callable(every_k):
     validation.integer("accumulate_gradients", "every_k", every_k)
   k_at = every_k if callable(every_k) else (lambda gradient_step: every_k)
 
   def init(params):
     return AccumulateGradientsState(
-        mini_step=base.zero_count(),
-        gradient_step=base.zero_count(),
+        mini_step=zero_count(),
+        gradient_step=zero_count(),
         inner_opt_state=inner.init(params),
         acc_grads=jax.tree.map(
             lambda p: tree_zeros_like(p, jnp.result_type(p, jnp.float32)), params))
@@ -160,7 +171,7 @@ def accumulate_gradients(inner: base.GradientTransformation,
   def update(updates, state, params=None, **extra_args):
     # In the counters' dtype, so that an int64 k under x64 cannot change the state's type.
     k = jnp.asarray(k_at(state.gradient_step), state.mini_step.dtype)
-    mean, acc_grads = base.map_leaves("accumulate_gradients", _running_mean, updates,
+    mean, acc_grads = map_leaves("accumulate_gradients", _running_mean, updates,
                                       state.acc_grads, n=state.mini_step)
     emit = state.mini_step == k - 1
 
@@ -170,8 +181,8 @@ def accumulate_gradients(inner: base.GradientTransformation,
     updates, inner_state = lax.cond(
         emit, step, lambda: (_zero_updates_like(step), state.inner_opt_state))
     return updates, AccumulateGradientsState(
-        mini_step=base.safe_increment(state.mini_step) % k,
-        gradient_step=jnp.where(emit, base.safe_increment(state.gradient_step),
+        mini_step=safe_increment(state.mini_step) % k,
+        gradient_step=jnp.where(emit, safe_increment(state.gradient_step),
                                 state.gradient_step),
         inner_opt_state=inner_state,
         acc_grads=jax.tree.map(lambda a: jnp.where(emit, jnp.zeros_like(a), a), acc_grads))

@@ -30,8 +30,6 @@ import jax.numpy as jnp
 
 import gradtx as gtx
 # Not public API (yet): hyperparameter checks, the per-leaf rule lifter and schedule support.
-from gradtx._src import base, validation
-from gradtx._src.hyperparams import accepts_schedules
 
 MetaParams = dict[str, jax.Array]
 
@@ -50,6 +48,7 @@ class LSTMOptimizerState(NamedTuple):
   cell: Any
 
 
+@gtx.hyperparameters(hidden_size="int >= 1", num_layers="int >= 1", dtype="dtype")
 def init_meta_params(key: jax.Array, hidden_size: int = 20, num_layers: int = 2,
                      dtype: Any = jnp.float32) -> MetaParams:
   """Fresh meta-parameters: a flat dict of arrays (a pytree, so it can be meta-trained).
@@ -59,8 +58,6 @@ def init_meta_params(key: jax.Array, hidden_size: int = 20, num_layers: int = 2,
   uniform in ``+-1/sqrt(hidden)`` (the usual LSTM initialisation), the forget gates' bias
   is 1 so that the initial memory is kept, and the output bias is 0.
   """
-  validation.integer("init_meta_params", "hidden_size", hidden_size)
-  validation.integer("init_meta_params", "num_layers", num_layers)
   bound = 1.0 / math.sqrt(hidden_size)
   keys = jax.random.split(key, 2 * num_layers + 1)
   uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)  # noqa: E731
@@ -145,7 +142,7 @@ def lstm_step(meta_params: MetaParams, x: jax.Array, hidden: jax.Array,
   return x, jnp.stack(new_hidden, axis=1), jnp.stack(new_cell, axis=1)
 
 
-@accepts_schedules(static=("meta_params",))
+@gtx.hyperparameters(p="(0, inf)", output_scale="(0, inf)")
 def lstm_optimizer(meta_params: MetaParams, p: float = 10.0,
                    output_scale: float = 0.1) -> gtx.GradientTransformation:
   """The coordinatewise two-layer LSTM optimizer (Andrychowicz et al. 2016).
@@ -172,19 +169,17 @@ def lstm_optimizer(meta_params: MetaParams, p: float = 10.0,
     output_scale: the factor on the network's output (the paper's 0.1); must match the
       value the meta-parameters were trained with.
   """
-  validation.check("lstm_optimizer", p=(p, "(0, inf)"), output_scale=(output_scale, "(0, inf)"))
   num_layers, hidden_size = architecture(meta_params)
 
-  def init(params):
-    def zeros(param):
-      param = jnp.asarray(param)
-      dtype = jnp.promote_types(param.dtype, jnp.float32)
-      return jnp.zeros((*param.shape, num_layers, hidden_size), dtype)
+  def init(param):
+    # Zeros computed from the param, so that the state takes the param's sharding.
+    param = jnp.asarray(param)
+    dtype = jnp.promote_types(param.dtype, jnp.float32)
+    zeros = gtx.tree_utils.tree_zeros_like(param, dtype)[..., None, None]
+    hidden = jnp.broadcast_to(zeros, (*param.shape, num_layers, hidden_size))
+    return hidden, gtx.tree_utils.tree_zeros_like(hidden)
 
-    states = jax.tree.map(zeros, params)
-    return LSTMOptimizerState(hidden=states, cell=jax.tree.map(jnp.zeros_like, states))
-
-  def rule(g, hidden, cell, p, output_scale):
+  def rule(g, hidden, cell, *, p, output_scale):
     shape = g.shape
     x = preprocess(g.reshape(-1), p)
     top, hidden, cell = lstm_step(meta_params, x,
@@ -195,10 +190,5 @@ def lstm_optimizer(meta_params: MetaParams, p: float = 10.0,
     return (update.reshape(shape), hidden.reshape(*shape, num_layers, hidden_size),
             cell.reshape(*shape, num_layers, hidden_size))
 
-  def update(updates, state, params=None, **extra_args):
-    del params, extra_args
-    updates, hidden, cell = base.map_leaves("lstm_optimizer", rule, updates, state.hidden,
-                                            state.cell, p=p, output_scale=output_scale)
-    return updates, LSTMOptimizerState(hidden, cell)
-
-  return gtx.GradientTransformation(init, update)
+  return gtx.leafwise("lstm_optimizer", rule, state=LSTMOptimizerState, init=init,
+                      hyperparams=dict(p=p, output_scale=output_scale))

@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradtx as gtx
-from gradtx._src import validation  # not public API (yet): hyperparameter checks
 from gradtx.learned.lstm import MetaParams, init_meta_params, lstm_optimizer
 from gradtx.learned.problems import ProblemFamily, get_family, sample_problems
 
@@ -133,6 +132,9 @@ def meta_loss(meta_params: MetaParams, problem_family: str | ProblemFamily,
   return loss
 
 
+@gtx.hyperparameters(steps="int >= 0", unroll="int >= 1", horizon="int >= 1",
+                     batch_size="int >= 1", log_every="int >= 0",
+                     meta_learning_rate="(0, inf)", schedules=False)
 def meta_train(problem_family: str | ProblemFamily = "quadratic", *, steps: int = 1000,
                unroll: int = 20, horizon: int = 100, batch_size: int = 64,
                meta_learning_rate: float = 1e-3, seed: int = 0,
@@ -174,11 +176,6 @@ def meta_train(problem_family: str | ProblemFamily = "quadratic", *, steps: int 
     :class:`MetaTrainResult` ``(meta_params, history)``.
   """
   family = get_family(problem_family)
-  for name, value, minimum in (("steps", steps, 0), ("unroll", unroll, 1),
-                               ("horizon", horizon, 1), ("batch_size", batch_size, 1),
-                               ("log_every", log_every, 0)):
-    validation.integer("meta_train", name, value, minimum)
-  validation.check("meta_train", meta_learning_rate=(meta_learning_rate, "(0, inf)"))
   if meta_params is None:
     meta_params = init_meta_params(problem_key(seed, INIT_STREAM), hidden_size, num_layers)
   meta_params = jax.tree.map(jnp.asarray, meta_params)

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradtx as gtx
-from gradtx._src import validation  # not public API (yet): hyperparameter checks
 
 
 class ProblemFamily(NamedTuple):
@@ -44,14 +43,13 @@ class ProblemFamily(NamedTuple):
   eval_loss: Callable[[gtx.Params, Any], jax.Array]
 
 
+@gtx.hyperparameters(num_dims="int >= 1", init_scale="[0, inf)", schedules=False)
 def quadratic(num_dims: int = 10, init_scale: float = 0.01) -> ProblemFamily:
   """Random quadratics ``f(theta) = ||W theta - y||^2`` (Andrychowicz et al. 2016, §3.1).
 
   ``W`` is ``num_dims x num_dims`` and ``y`` has ``num_dims`` entries, all IID standard
   normal; ``theta_0 ~ N(0, init_scale^2)``.
   """
-  validation.integer("quadratic", "num_dims", num_dims)
-  validation.check("quadratic", init_scale=(init_scale, "[0, inf)"))
 
   def sample(key):
     kw, ky, kt = jax.random.split(key, 3)
@@ -79,6 +77,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
   return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int32)
 
 
+@gtx.hyperparameters(hidden_size="int >= 1", batch_size="int >= 1")
 def digits_mlp(hidden_size: int = 20, batch_size: int = 128) -> ProblemFamily:
   """A one-hidden-layer sigmoid MLP on scikit-learn's digits (the paper's §3.2 MLP).
 
@@ -87,8 +86,6 @@ def digits_mlp(hidden_size: int = 20, batch_size: int = 128) -> ProblemFamily:
   replacement) at every step from the 1,797 digits. Weights start at
   ``N(0, 1/fan_in)``, biases at 0. ``eval_loss`` is the loss on all 1,797 images.
   """
-  validation.integer("digits_mlp", "hidden_size", hidden_size)
-  validation.integer("digits_mlp", "batch_size", batch_size)
   x_all, y_all = _digits()
   num_examples = len(y_all)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import gradtx as gtx
-from gradtx._src.local_gain import delta_bar_delta, scale_by_local_gain
+from gradtx._src.delta_bar_delta import delta_bar_delta, scale_by_local_gain
 from conftest import make_params
 from oracles import assert_trajectories_close, reference_trajectory, trajectory
 

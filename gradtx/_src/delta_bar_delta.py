@@ -9,7 +9,7 @@ overshot, and its gain shrinks geometrically (``*decay``). Jacobs' reasons: line
 growth keeps a gain from growing too fast, geometric shrinking lets it fall quickly and
 keeps it positive.
 
-Delta-bar-delta and Rprop (``sign.py``, Riedmiller & Braun 1993) are the sign-based
+Delta-bar-delta and Rprop (``rprop.py``, Riedmiller & Braun 1993) are the sign-based
 adaptive family: both adapt one step size per weight from sign agreement. Rprop compares
 with the previous gradient alone and steps by ``step * sign(g)``; delta-bar-delta compares
 with a smoothed trace and scales the gradient itself by its gain.
@@ -22,10 +22,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src import adaptive, base, validation
+from gradtx._src import base, validation
 from gradtx._src.combine import chain
+from gradtx._src.hyperparams import hyperparameters
+from gradtx._src.leafwise import leafwise
 from gradtx._src.scaling import scale_by_learning_rate
+from gradtx._src.tree.casting import tree_full_like, tree_zeros_like
+from gradtx._src.tree.math import ema
 
 
 class ScaleByLocalGainState(NamedTuple):
@@ -42,12 +45,10 @@ class ScaleByLocalGainState(NamedTuple):
   trace: base.PyTree
 
 
-def _check_gain_family(owner: str, increment: Any, decay: Any, theta: Any) -> None:
-  validation.check(owner, increment=(increment, "[0, inf)"), decay=(decay, "(0, 1]"),
-                   theta=(theta, "[0, 1)"))
+GAIN_SPECS = dict(increment="[0, inf)", decay="(0, 1]", theta="[0, 1)")
 
 
-@accepts_schedules()
+@hyperparameters(**GAIN_SPECS, min_gain="(0, inf)", max_gain="(0, inf]")
 def scale_by_local_gain(increment: float = 0.05, decay: float = 0.95, theta: float = 0.7,
                         min_gain: float = 1e-3,
                         max_gain: float = 100.0) -> base.GradientTransformation:
@@ -73,37 +74,26 @@ def scale_by_local_gain(increment: float = 0.05, decay: float = 0.95, theta: flo
     theta: the trace's decay, in [0, 1).
     min_gain, max_gain: the bounds of the gains, ``0 < min_gain <= max_gain``.
   """
-  _check_gain_family("scale_by_local_gain", increment, decay, theta)
-  validation.check("scale_by_local_gain", min_gain=(min_gain, "(0, inf)"),
-                   max_gain=(max_gain, "(0, inf]"))
   validation.ordered("scale_by_local_gain", "min_gain", min_gain, "max_gain", max_gain)
 
-  def init(params):
+  def init(p):
+    return (tree_full_like(p, 1, jnp.promote_types(jnp.result_type(p), jnp.float32)),
+            tree_zeros_like(p))
 
-    def ones(p):
-      return base.full_like(p, 1, jnp.promote_types(jnp.result_type(p), jnp.float32))
-
-    return ScaleByLocalGainState(gain=jax.tree.map(ones, params),
-                                 trace=adaptive._zeros_like(params))
-
-  def rule(u, gain, gbar, increment, decay, theta, min_gain, max_gain):
+  def rule(u, gain, gbar, *, increment, decay, theta, min_gain, max_gain):
     agreement = gbar * u
     gain = jnp.where(agreement > 0, gain + increment,
                      jnp.where(agreement < 0, gain * decay, gain))
     gain = jnp.clip(gain, min_gain, max_gain)
-    return gain * u, gain, adaptive.ema(theta, gbar, u)
+    return gain * u, gain, ema(theta, gbar, u)
 
-  def update(updates, state, params=None, **extra_args):
-    del params, extra_args
-    updates, gain, trace = base.map_leaves(
-        "scale_by_local_gain", rule, updates, state.gain, state.trace, increment=increment,
-        decay=decay, theta=theta, min_gain=min_gain, max_gain=max_gain)
-    return updates, ScaleByLocalGainState(gain, trace)
-
-  return base.GradientTransformation(init, update)
+  return leafwise(
+      "scale_by_local_gain", rule, state=ScaleByLocalGainState, init=init,
+      hyperparams=dict(increment=increment, decay=decay, theta=theta, min_gain=min_gain,
+                       max_gain=max_gain))
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(native=("learning_rate",), learning_rate="[0, inf)", **GAIN_SPECS)
 def delta_bar_delta(learning_rate: base.ScalarOrSchedule, increment: float = 0.05,
                     decay: float = 0.95, theta: float = 0.7) -> base.GradientTransformation:
   """Delta-bar-delta (Jacobs 1988): gradient descent with a gain per weight.
@@ -114,7 +104,5 @@ def delta_bar_delta(learning_rate: base.ScalarOrSchedule, increment: float = 0.0
   disagrees, within ``[1e-3, 100]``. Jacobs' per-weight learning rate is ``lr * gain``,
   his ``kappa`` is ``lr * increment`` and his ``phi`` is ``1 - decay``.
   """
-  _check_gain_family("delta_bar_delta", increment, decay, theta)
-  validation.check("delta_bar_delta", learning_rate=(learning_rate, "[0, inf)"))
   return chain(scale_by_local_gain(increment, decay, theta),
                scale_by_learning_rate(learning_rate))

@@ -36,9 +36,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src import adaptive, base, validation
+from gradtx._src import base, validation
+from gradtx._src.adam import bias_corrections
 from gradtx._src.combine import chain, multiply
+from gradtx._src.hyperparams import hyperparameters
+from gradtx._src.leafwise import leafwise
+from gradtx._src.tree.casting import tree_zeros_like
+from gradtx._src.tree.math import abs_sq, ema, safe_increment, zero_count
 from gradtx._src.momentum import add_momentum, bias_correction
 from gradtx._src.scaling import add_decayed_weights, scale, scale_by_learning_rate
 
@@ -54,7 +58,7 @@ class AMSBoundStepSizeState(NamedTuple):
   nu_max: base.PyTree
 
 
-@accepts_schedules()
+@hyperparameters(b2="[0, 1)", eps="[0, inf)", amsbound="bool")
 def adabound_step_size(b2: float = 0.999, eps: float = 1e-8, *,
                        amsbound: bool = False) -> base.GradientTransformation:
   """AdaBound's per-coordinate step size (the authors' numerics), emitted in place of ``u``.
@@ -67,33 +71,22 @@ def adabound_step_size(b2: float = 0.999, eps: float = 1e-8, *,
   running maximum ``nu_max = max(nu_max, nu)`` (of the uncorrected ``nu``, as the authors
   do; :func:`gradtx.scale_by_amsgrad` takes the maximum of the corrected one).
   """
-  owner = "adabound_step_size"
-  validation.check(owner, b2=(b2, "[0, 1)"), eps=(eps, "[0, inf)"))
-
-  def init(params):
-    nu = adaptive._zeros_like(params)
-    if amsbound:
-      return AMSBoundStepSizeState(base.zero_count(), nu, adaptive._zeros_like(params))
-    return AdaBoundStepSizeState(base.zero_count(), nu)
 
   def rule(u, nu, *nu_max, b2, eps, c2):
-    nu = adaptive.ema(b2, nu, adaptive.abs_sq(u))
+    nu = ema(b2, nu, abs_sq(u))
     if not amsbound:
       return jnp.sqrt(c2) / (jnp.sqrt(nu) + eps), nu
     # `where`, not `maximum`: see scale_by_amsgrad (jit and eager gradients disagreed).
     nu_max = jnp.where(nu > nu_max[0], nu, nu_max[0])
     return jnp.sqrt(c2) / (jnp.sqrt(nu_max) + eps), nu, nu_max
 
-  def update(updates, state, params=None, **extra_args):
-    del params, extra_args
-    count = base.safe_increment(state.count)
-    moments = (state.nu, state.nu_max) if amsbound else (state.nu,)
-    updates, *moments = base.map_leaves(owner, rule, updates, *moments, b2=b2, eps=eps,
-                                        c2=base.bias_correction_factor(b2, count))
-    state_type = AMSBoundStepSizeState if amsbound else AdaBoundStepSizeState
-    return updates, state_type(count, *moments)
-
-  return base.GradientTransformation(init, update)
+  return leafwise(
+      "adabound_step_size", rule,
+      state=AMSBoundStepSizeState if amsbound else AdaBoundStepSizeState,
+      init=(lambda p: (tree_zeros_like(p), tree_zeros_like(p))) if amsbound else
+      tree_zeros_like,
+      hyperparams=dict(b2=b2, eps=eps),
+      scalars=lambda count: bias_corrections(count, c2=b2))
 
 
 class ClipBoundsState(NamedTuple):
@@ -108,7 +101,8 @@ def _default_bounds(final_lr: Any, gamma: Any, t: jax.Array) -> tuple[Any, Any]:
   return final_lr * (gt / (gt + 1)), final_lr * ((gt + 1) / gt)
 
 
-@accepts_schedules(native=("final_lr", "lower", "upper"))
+@hyperparameters(native=("final_lr", "lower", "upper"), final_lr="(0, inf)",
+                 gamma="(0, 1)", lower="[0, inf) | None", upper="[0, inf) | None")
 def clip_bounds(final_lr: base.ScalarOrSchedule = 0.1, gamma: float = 1e-3, *,
                 lower: base.ScalarOrSchedule | None = None,
                 upper: base.ScalarOrSchedule | None = None) -> base.GradientTransformation:
@@ -130,43 +124,22 @@ def clip_bounds(final_lr: base.ScalarOrSchedule = 0.1, gamma: float = 1e-3, *,
       number of earlier calls (from 0, as every gradtx schedule; the default lower bound
       is ``lambda count: final_lr * (1 - 1/(gamma*(count + 1) + 1))``).
   """
-  owner = "clip_bounds"
-  bounds = {name: (value, "[0, inf)") for name, value in (("lower", lower), ("upper", upper))
-            if value is not None}
-  validation.check(owner, final_lr=(final_lr, "(0, inf)"), gamma=(gamma, "(0, 1)"), **bounds)
-  validation.ordered(owner, "lower", lower, "upper", upper)
+  validation.ordered("clip_bounds", "lower", lower, "upper", upper)
 
-  def init(params):
-    del params
-    return ClipBoundsState(base.zero_count())
-
-  def update(updates, state, params=None, **extra_args):
-    del params, extra_args
-    count = state.count
+  def scalars(count):
     default_lower, default_upper = _default_bounds(base.resolve(final_lr, count), gamma,
-                                                   base.safe_increment(count))
+                                                   safe_increment(count))
     low = default_lower if lower is None else base.resolve(lower, count)
     high = default_upper if upper is None else base.resolve(upper, count)
-    updates = base.map_leaves(owner, lambda s, low, high: jnp.clip(s, low, high), updates,
-                              low=jnp.asarray(low), high=jnp.asarray(high))
-    return updates, ClipBoundsState(base.safe_increment(count))
+    return dict(low=jnp.asarray(low), high=jnp.asarray(high))
 
-  return base.GradientTransformation(init, update)
-
-
-def _check_adabound(owner: str, learning_rate: Any, final_lr: Any, b1: Any, b2: Any,
-                    gamma: Any, eps: Any, weight_decay: Any) -> None:
-  validation.check(owner, learning_rate=(learning_rate, "[0, inf)"),
-                   final_lr=(final_lr, "(0, inf)"), b1=(b1, "[0, 1)"), b2=(b2, "[0, 1)"),
-                   gamma=(gamma, "(0, 1)"), eps=(eps, "[0, inf)"),
-                   weight_decay=(weight_decay, "[0, inf)"))
-  if callable(learning_rate):
-    _check_schedule_start(owner, learning_rate)
+  return leafwise("clip_bounds", lambda s, *, low, high: jnp.clip(s, low, high),
+                  state=ClipBoundsState, scalars=scalars)
 
 
 def _check_schedule_start(owner: str, learning_rate: base.Schedule) -> None:
   """The rescaling ``lr(t)/lr(0)`` needs ``lr(0) != 0`` (checked where it is concrete)."""
-  start = validation._concrete_scalar(learning_rate(base.zero_count()))
+  start = validation.concrete_scalar(learning_rate(zero_count()))
   if start == 0.0:
     raise ValueError(
         f"{owner}: a learning-rate schedule must not start at 0, got learning_rate(0) = "
@@ -187,7 +160,8 @@ def _adabound(owner: str, learning_rate: base.ScalarOrSchedule,
               final_lr: base.ScalarOrSchedule, b1: float, b2: float, gamma: float,
               eps: float, weight_decay: base.ScalarOrSchedule,
               amsbound: bool) -> base.GradientTransformation:
-  _check_adabound(owner, learning_rate, final_lr, b1, b2, gamma, eps, weight_decay)
+  if callable(learning_rate):
+    _check_schedule_start(owner, learning_rate)
   return chain(
       add_decayed_weights(weight_decay),  # before the moments: the authors' L2 penalty
       multiply(add_momentum(b1, ema=True),  # m, not debiased: 1/(1-b1**t) is in s
@@ -197,7 +171,9 @@ def _adabound(owner: str, learning_rate: base.ScalarOrSchedule,
       scale(-1.0))
 
 
-@accepts_schedules(native=("learning_rate", "final_lr", "weight_decay"))
+@hyperparameters(native=("learning_rate", "final_lr", "weight_decay"),
+                 learning_rate="[0, inf)", final_lr="(0, inf)", b1="[0, 1)", b2="[0, 1)",
+                 gamma="(0, 1)", eps="[0, inf)", weight_decay="[0, inf)")
 def adabound(learning_rate: base.ScalarOrSchedule = 1e-3,
              final_lr: base.ScalarOrSchedule = 0.1, b1: float = 0.9, b2: float = 0.999,
              gamma: float = 1e-3, eps: float = 1e-8,
@@ -216,7 +192,9 @@ def adabound(learning_rate: base.ScalarOrSchedule = 1e-3,
                    amsbound=False)
 
 
-@accepts_schedules(native=("learning_rate", "final_lr", "weight_decay"))
+@hyperparameters(native=("learning_rate", "final_lr", "weight_decay"),
+                 learning_rate="[0, inf)", final_lr="(0, inf)", b1="[0, 1)", b2="[0, 1)",
+                 gamma="(0, 1)", eps="[0, inf)", weight_decay="[0, inf)")
 def amsbound(learning_rate: base.ScalarOrSchedule = 1e-3,
              final_lr: base.ScalarOrSchedule = 0.1, b1: float = 0.9, b2: float = 0.999,
              gamma: float = 1e-3, eps: float = 1e-8,

@@ -27,8 +27,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base, validation
-from gradtx._src.hyperparams import accepts_schedules
+from gradtx._src import base
+from gradtx._src.hyperparams import hyperparameters
+from gradtx._src.leafwise import map_leaves
+from gradtx._src.tree.casting import widest_float_dtype
+from gradtx._src.tree.math import safe_increment, tree_where, zero_count
 
 
 class ReduceOnPlateauState(NamedTuple):
@@ -51,16 +54,8 @@ class ReduceOnPlateauState(NamedTuple):
   avg_value: jax.Array
 
 
-def _state_dtype(params: base.Params) -> Any:
-  """The widest floating dtype of the params, at least float32."""
-  dtypes = [x.dtype for x in jax.tree.leaves(params)
-            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
-  if not dtypes:
-    return jnp.result_type(float)
-  return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
-
-
-@accepts_schedules(static=("patience", "cooldown", "accumulation_size"))
+@hyperparameters(factor="(0, 1)", patience="int >= 1", rtol="[0, 1]", atol="[0, inf)",
+                 cooldown="int >= 0", accumulation_size="int >= 1", min_scale="[0, 1]")
 def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-4,
                       atol: float = 0.0, cooldown: int = 0, accumulation_size: int = 1,
                       min_scale: float = 0.0) -> base.GradientTransformation:
@@ -99,15 +94,9 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
     updates, state = tx.update(grads, state, params, value=loss)
   """
   owner = "reduce_on_plateau"
-  validation.check(owner, factor=(factor, "(0, 1)"), rtol=(rtol, "[0, 1]"),
-                   atol=(atol, "[0, inf)"), min_scale=(min_scale, "[0, 1]"))
-  validation.integer(owner, "patience", patience)
-  validation.integer(owner, "cooldown", cooldown, minimum=0)
-  validation.integer(owner, "accumulation_size", accumulation_size)
-
   def init(params):
-    dtype = _state_dtype(params)
-    zero = base.zero_count()
+    dtype = widest_float_dtype(params)
+    zero = zero_count()
     return ReduceOnPlateauState(scale=jnp.ones([], dtype),
                                 best_value=jnp.full([], jnp.inf, dtype),
                                 plateau_count=zero, cooldown_count=zero, count=zero,
@@ -119,7 +108,7 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
     # Not `best - rtol*|best|`: for best > 0 this rounds exactly as Optax and torch do.
     threshold = jnp.where(best >= 0, (1 - rtol) * best, (1 + rtol) * best) - atol
     improved = jnp.isfinite(v) & (jnp.isinf(best) | (v < threshold))
-    plateau = jnp.where(improved, 0, base.safe_increment(state.plateau_count))
+    plateau = jnp.where(improved, 0, safe_increment(state.plateau_count))
     in_cooldown = state.cooldown_count > 0
     reduce = ~in_cooldown & (plateau >= patience)
     scale = jnp.where(reduce, jnp.maximum(state.scale * factor, min_scale), state.scale)
@@ -138,14 +127,14 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
     value = jnp.asarray(value)
     if value.ndim != 0:
       raise ValueError(f"{owner}: value must be the scalar loss, got shape {value.shape}")
-    count = base.safe_increment(state.count)
+    count = safe_increment(state.count)
     # Optax's running mean, so that the averages round as Optax's do.
     avg_value = ((state.count * state.avg_value + value.astype(state.avg_value.dtype))
                  / count).astype(state.avg_value.dtype)
     accumulating = state._replace(count=count, avg_value=avg_value)
     evaluated = evaluate(state, avg_value)
-    state = base.tree_select(count >= accumulation_size, evaluated, accumulating)
-    updates = base.map_leaves(owner, lambda u, scale: scale * u, updates, scale=state.scale)
+    state = tree_where(count >= accumulation_size, evaluated, accumulating)
+    updates = map_leaves(owner, lambda u, scale: scale * u, updates, scale=state.scale)
     return updates, state
 
   return base.GradientTransformation(init, update)

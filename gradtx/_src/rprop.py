@@ -1,4 +1,4 @@
-"""Sign-based adaptive step sizes: each weight's step grows while its gradient keeps
+"""Rprop (Riedmiller & Braun 1993), sign-based adaptive step sizes: each weight's step grows while its gradient keeps
 its sign and shrinks when the sign flips.
 """
 
@@ -8,8 +8,10 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from gradtx._src.hyperparams import accepts_schedules
-from gradtx._src import adaptive, base, validation
+from gradtx._src import base, validation
+from gradtx._src.hyperparams import hyperparameters
+from gradtx._src.leafwise import leafwise
+from gradtx._src.tree.casting import tree_full_like, tree_zeros_like
 
 
 class ScaleByRpropState(NamedTuple):
@@ -17,7 +19,11 @@ class ScaleByRpropState(NamedTuple):
   prev_updates: base.PyTree
 
 
-@accepts_schedules()
+RPROP_SPECS = dict(learning_rate="[0, inf)", eta_minus="[0, 1]", eta_plus="[1, inf)",
+                   min_step_size="[0, inf)", max_step_size="[0, inf)")
+
+
+@hyperparameters(**RPROP_SPECS)
 def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
                    min_step_size: float = 1e-6,
                    max_step_size: float = 50.0) -> base.GradientTransformation:
@@ -31,18 +37,10 @@ def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float
   Optax's signature; not Optax 0.2.8's numerics, which emit each step one step late (its
   first update is zero; optax PR #1725).
   """
-  validation.check("scale_by_rprop", learning_rate=(learning_rate, "[0, inf)"),
-                   eta_minus=(eta_minus, "[0, 1]"), eta_plus=(eta_plus, "[1, inf)"),
-                   min_step_size=(min_step_size, "[0, inf)"),
-                   max_step_size=(max_step_size, "[0, inf)"))
   validation.ordered("scale_by_rprop", "min_step_size", min_step_size, "max_step_size",
                      max_step_size)
 
-  def init(params):
-    return ScaleByRpropState(adaptive._full_like(params, learning_rate),
-                             adaptive._zeros_like(params))
-
-  def rule(u, step, prev, eta_minus, eta_plus, min_step_size, max_step_size):
+  def rule(u, step, prev, *, eta_minus, eta_plus, min_step_size, max_step_size):
     s = u * prev
     grown = jnp.clip(step * jnp.where(s > 0, eta_plus, eta_minus), min_step_size,
                      max_step_size)
@@ -50,12 +48,8 @@ def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float
     new_prev = jnp.where(s < 0, jnp.zeros_like(u), step * jnp.sign(u))
     return jnp.where(s < 0, jnp.zeros_like(prev), new_prev), step, new_prev
 
-  def update(updates, state, params=None, **extra_args):
-    del params, extra_args
-    updates, step_sizes, prev = base.map_leaves(
-        "scale_by_rprop", rule, updates, state.step_sizes, state.prev_updates,
-        eta_minus=eta_minus, eta_plus=eta_plus, min_step_size=min_step_size,
-        max_step_size=max_step_size)
-    return updates, ScaleByRpropState(step_sizes, prev)
-
-  return base.GradientTransformation(init, update)
+  return leafwise(
+      "scale_by_rprop", rule, state=ScaleByRpropState,
+      init=lambda p: (tree_full_like(p, learning_rate), tree_zeros_like(p)),
+      hyperparams=dict(eta_minus=eta_minus, eta_plus=eta_plus, min_step_size=min_step_size,
+                       max_step_size=max_step_size))

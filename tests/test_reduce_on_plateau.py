@@ -42,7 +42,7 @@ import torch
 from conftest import loss, make_params
 from oracles import assert_trajectories_close, trajectory
 import gradtx as gtx
-from gradtx._src.plateau import ReduceOnPlateauState, reduce_on_plateau
+from gradtx._src.reduce_on_plateau import ReduceOnPlateauState, reduce_on_plateau
 
 FIELDS = ReduceOnPlateauState._fields
 
