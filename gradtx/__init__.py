@@ -63,6 +63,42 @@ from gradtx import tree, tree_utils
 
 __version__ = "0.1.0"
 
+__all__ = [
+    "accumulate_gradients", "AccumulateGradientsState", "adabound",
+    "adabound_step_size", "AdaBoundStepSizeState", "adadelta", "adagrad", "adam",
+    "adamax", "adamw", "adaptive_step_size", "AdaptiveStepSizeState",
+    "add_decayed_weights", "add_momentum", "AddDecayedWeightsState", "AddMomentumState",
+    "amsbound", "AMSBoundStepSizeState", "amsgrad", "apply_if_finite", "apply_updates",
+    "ApplyIfFiniteState", "BacktrackingLinesearchInfo", "bias_correction",
+    "BiasCorrectionState", "centralize", "chain", "clip", "clip_bounds",
+    "clip_by_global_norm", "ClipBoundsState", "constant_schedule",
+    "cosine_decay_schedule", "cyclic_schedule", "delta_bar_delta", "EmptyState",
+    "exponential_decay", "flatten", "FlattenState", "global_norm",
+    "GradientTransformation", "hessian_free", "HessianFreeState", "hyperparameters",
+    "identity", "inject_hyperparams", "InjectHyperparamsState", "inverse_time_decay",
+    "join_schedules", "landscapes", "lbfgs", "leafwise", "learned", "linear_schedule",
+    "lookahead", "LookaheadState", "masked", "MaskedNode", "MaskedState", "minimize",
+    "MinimizeResult", "MoreThuenteLinesearchInfo", "multiply", "MultiplyState", "nadam",
+    "named_chain", "newton", "NewtonState", "Params", "partition", "PartitionState",
+    "piecewise_constant_schedule", "polynomial_schedule", "radam", "ranger", "rectify",
+    "RectifyState", "reduce_on_plateau", "ReduceOnPlateauState", "rmsprop", "rprop",
+    "ScalarOrSchedule", "scale", "scale_by_adadelta", "scale_by_adam",
+    "scale_by_adamax", "scale_by_amsgrad", "scale_by_backtracking_linesearch",
+    "scale_by_hessian_free", "scale_by_lbfgs", "scale_by_learning_rate",
+    "scale_by_local_gain", "scale_by_more_thuente_linesearch", "scale_by_newton",
+    "scale_by_radam", "scale_by_rms", "scale_by_rprop", "scale_by_rss",
+    "scale_by_schedule", "scale_by_stddev", "scale_by_zoom_linesearch",
+    "ScaleByAdaDeltaState", "ScaleByAdamState", "ScaleByAmsgradState",
+    "ScaleByBacktrackingLinesearchState", "ScaleByLBFGSState", "ScaleByLocalGainState",
+    "ScaleByMoreThuenteLinesearchState", "ScaleByRmsState", "ScaleByRmsWithCountState",
+    "ScaleByRpropState", "ScaleByRssState", "ScaleByRStdDevState",
+    "ScaleByRStdDevWithCountState", "ScaleByScheduleState",
+    "ScaleByZoomLinesearchState", "Schedule", "schedules", "set_to_zero", "sgd",
+    "state_shardings", "stateless", "step_decay", "swats", "SwatsState", "tree",
+    "tree_utils", "value_and_grad_from_state", "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule", "warmup_linear", "ZoomLinesearchInfo",
+]
+
 _LAZY_SUBMODULES = ("landscapes", "learned")
 
 

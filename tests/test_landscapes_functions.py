@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gradtx import landscapes
-from gradtx.landscapes import schaul
+from gradtx.landscapes import arrays, schaul
 
 MINIMA = [(f, m) for f in landscapes.FUNCTIONS.values() for m in f.minima]
 
@@ -162,23 +162,23 @@ def test_noise_is_reproducible_from_its_seed():
     np.testing.assert_array_equal(u, v)
   assert float(a[1][0]) != float(c[1][0])
   assert float(a[2]) == float(c[2]) == pytest.approx((0.3 - 0.5) ** 2 + 199.75)
-  g1 = schaul.build_group([case], seeds=[0, 1], steps=20).arrays["noise"]
-  g2 = schaul.build_group([case, schaul.suite()[5]], seeds=[0, 1], steps=20).arrays["noise"]
+  g1 = arrays.build_group([case], seeds=[0, 1], steps=20).arrays["noise"]
+  g2 = arrays.build_group([case, schaul.suite()[5]], seeds=[0, 1], steps=20).arrays["noise"]
   np.testing.assert_array_equal(g1[0], g2[0])   # a case's noise does not depend on its batch
 
 
 def test_noise_statistics_match_their_definitions():
   seeds = list(range(20))
-  mask = schaul.build_group([schaul.Case((("line",),), ("maskout_high",), ("normal",))],
+  mask = arrays.build_group([schaul.Case((("line",),), ("maskout_high",), ("normal",))],
                             seeds=seeds, steps=100).arrays["noise"]
   assert np.mean(mask < -1e29) == pytest.approx(0.9, abs=0.02)
-  normal = schaul.build_group([schaul.Case((("line",),), ("gauss_add_high",), ("normal",))],
+  normal = arrays.build_group([schaul.Case((("line",),), ("gauss_add_high",), ("normal",))],
                               seeds=seeds, steps=100).arrays["noise"]
   assert np.mean(normal) == pytest.approx(0.0, abs=0.05)
   assert np.std(normal) == pytest.approx(1.0, abs=0.05)
   case = schaul.Case((("line",),), ("gauss_add_high",), ("normal",))
   _, g, _ = case.evaluate([0.0], seed=0, step=0)
-  noise = schaul.build_group([case], seeds=[0], steps=100).arrays["noise"][0, 0, 0, 0]
+  noise = arrays.build_group([case], seeds=[0], steps=100).arrays["noise"][0, 0, 0, 0]
   assert float(g[0]) == pytest.approx(-1.0 + 10.0 * noise, rel=1e-5)
 
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradtx as gtx
-from gradtx.landscapes import schaul
+from gradtx.landscapes import arrays, schaul
 
 SGD_LEARNING_RATES = tuple(float(v) for v in np.exp(np.linspace(-10, 0, 34) * np.log(10)))
 """The reference grid: 34 log-spaced rates in [1e-10, 1], as the authors' ``sgdLearningRate``."""
@@ -133,15 +133,15 @@ def _trajectory_ends(factory, learning_rates, groups):
 
     def step(carry, t):
       x, state, bad = carry
-      value, grad, expected = schaul.objective(problem, x, t)
+      value, grad, expected = arrays.objective(problem, x, t)
       updates, state = tx.update(grad, state, x, value=value)
       x = gtx.apply_updates(x, updates)
       return (x, state, bad | ~(expected <= DIVERGED_ABOVE)), None
 
     steps = problem["noise"].shape[0]
     (x, _, bad), _ = jax.lax.scan(step, (x0, state, jnp.zeros((), bool)), jnp.arange(steps))
-    final = schaul.expected_value(problem, x, jnp.asarray(steps - 1))
-    initial = schaul.expected_value(problem, x0, jnp.asarray(0))
+    final = arrays.expected_value(problem, x, jnp.asarray(steps - 1))
+    initial = arrays.expected_value(problem, x0, jnp.asarray(0))
     return initial, final, bad | ~(final <= DIVERGED_ABOVE)
 
   per_seed = jax.vmap(one, in_axes=(None, 0))
@@ -157,7 +157,7 @@ def _prepared(cases: tuple[schaul.Case, ...], seeds: tuple[int, ...], steps: int
   by_dim = {}
   for c in cases:
     by_dim.setdefault(c.dim > 1, []).append(c)
-  groups = [schaul.build_group(cs, seeds, steps) for _, cs in sorted(by_dim.items())]
+  groups = [arrays.build_group(cs, seeds, steps) for _, cs in sorted(by_dim.items())]
   return [c for g in groups for c in g.cases], [g.problem_arrays() for g in groups]
 
 
