@@ -165,7 +165,8 @@ def test_value_and_grad_from_state_errors():
 
 def test_extra_args_reach_value_fn_and_others_are_ignored():
   """``x=``, ``y=`` go to the loss (as in Optax's docstring example); ``unused=`` is
-  ignored (API.md §1), where Optax raises."""
+  ignored (the protocol: every transform ignores extras it does not use), where Optax
+  raises."""
 
   def fn(params, x, y):
     return optax.l2_loss(x.dot(params), y)

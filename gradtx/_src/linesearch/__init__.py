@@ -27,7 +27,7 @@ loop need not evaluate the loss again: :func:`value_and_grad_from_state`
 numerics are Optax 0.2.8's, with these departures, all confined to failed searches or to
 Optax's errors:
 
-* extra arguments that ``value_fn`` does not name are ignored (API.md: every transform
+* extra arguments that ``value_fn`` does not name are ignored (the protocol: every transform
   ignores extras it does not use) where Optax raises ``TypeError``;
 * a direction with non-finite entries whose search fails gives a zero update, where
   Optax emits ``0 * u``, i.e. NaN;
