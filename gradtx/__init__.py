@@ -59,7 +59,15 @@ from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_s
                               polynomial_schedule, reduce_on_plateau, step_decay,
                               warmup_cosine_decay_schedule,
                               warmup_exponential_decay_schedule, warmup_linear)
-from gradtx import tree, tree_utils
+# --- issue 17-losses: add imports below this line ---
+# --- issue 17-schedules: add imports below this line ---
+# --- issue 17-optimizers-a: add imports below this line ---
+# --- issue 17-optimizers-b: add imports below this line ---
+# --- issue 17-transforms: add imports below this line ---
+# --- issue 17-toplevel: add imports below this line ---
+# --- issue 17-contrib-a: add imports below this line ---
+# --- issue 17-contrib-b: add imports below this line ---
+from gradtx import contrib, transforms, tree, tree_utils
 
 __version__ = "0.1.0"
 

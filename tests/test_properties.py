@@ -161,6 +161,14 @@ TRANSFORMS = {
     "hessian_free": lambda: _given_the_loss(gtx.hessian_free(cg_max_iters=5)),
     "learned.lstm_optimizer": lambda: gtx.learned.lstm_optimizer(
         gtx.learned.pretrained("quadratic")),
+    # --- issue 17-losses: add entries below this line ---
+    # --- issue 17-schedules: add entries below this line ---
+    # --- issue 17-optimizers-a: add entries below this line ---
+    # --- issue 17-optimizers-b: add entries below this line ---
+    # --- issue 17-transforms: add entries below this line ---
+    # --- issue 17-toplevel: add entries below this line ---
+    # --- issue 17-contrib-a: add entries below this line ---
+    # --- issue 17-contrib-b: add entries below this line ---
 }
 # Searches and solver loops are lax.while_loops, which jax.grad cannot differentiate
 # (in Optax neither).
@@ -174,9 +182,12 @@ NAMES = list(TRANSFORMS)
 
 # Public callables that are not transform constructors. reduce_on_plateau is a transform
 # even though it lives with the schedules.
-NOT_TRANSFORMS = {"apply_updates", "leafwise", "hyperparameters", "global_norm", "value_and_grad_from_state", "minimize",
+NOT_TRANSFORMS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
+                  "value_and_grad_from_state", "minimize",
+                  # --- issue 17: non-transform public functions below this line ---
                   "state_shardings",
-                  *(set(gtx.schedules.__all__) - {"reduce_on_plateau"})}
+                  *(set(gtx.schedules.__all__) - {"reduce_on_plateau"}),
+                  *getattr(getattr(gtx, "losses", None), "__all__", ())}
 
 
 def test_registry_covers_every_public_transform():

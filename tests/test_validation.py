@@ -133,6 +133,14 @@ SPECS = {
     "scale_by_hessian_free": ({}, dict(damping=(0.5, "(0, inf)"),
                                        cg_max_iters=(5, ("integer", 1)),
                                        cg_tol=(2.0**-10, NONNEG), seed=(0, ("integer", 0)))),
+    # --- issue 17-losses: add entries below this line ---
+    # --- issue 17-schedules: add entries below this line ---
+    # --- issue 17-optimizers-a: add entries below this line ---
+    # --- issue 17-optimizers-b: add entries below this line ---
+    # --- issue 17-transforms: add entries below this line ---
+    # --- issue 17-toplevel: add entries below this line ---
+    # --- issue 17-contrib-a: add entries below this line ---
+    # --- issue 17-contrib-b: add entries below this line ---
 }
 # Hyperparameters that set a shape or a Python-level size: they must be concrete, so the
 # test that traces every hyperparameter keeps them as numbers.
@@ -144,10 +152,22 @@ STATIC = {("scale_by_lbfgs", "memory_size"), ("lbfgs", "memory_size"),
 # Public constructors without numeric hyperparameters of their own.
 NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",
                       "centralize", "chain", "named_chain", "masked", "partition",
-                      "multiply", "inject_hyperparams", "flatten"}
-NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm", "value_and_grad_from_state", "minimize",
+                      "multiply", "inject_hyperparams", "flatten",
+                      # --- issue 17-losses: add names below this line ---
+                      # --- issue 17-schedules: add names below this line ---
+                      # --- issue 17-optimizers-a: add names below this line ---
+                      # --- issue 17-optimizers-b: add names below this line ---
+                      # --- issue 17-transforms: add names below this line ---
+                      # --- issue 17-toplevel: add names below this line ---
+                      # --- issue 17-contrib-a: add names below this line ---
+                      # --- issue 17-contrib-b: add names below this line ---
+}
+NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
+                    "value_and_grad_from_state", "minimize",
+                    # --- issue 17: non-transform public functions below this line ---
                     "state_shardings",
-                    *(set(gtx.schedules.__all__) - {"reduce_on_plateau"})}
+                    *(set(gtx.schedules.__all__) - {"reduce_on_plateau"}),
+                    *getattr(getattr(gtx, "losses", None), "__all__", ())}
 
 
 def test_every_constructor_and_numeric_hyperparameter_is_specified():
