@@ -81,7 +81,10 @@ OPTIMIZERS: dict[str, tuple[str, Callable[[int], gtx.GradientTransformation]]] =
     "rmsprop_clip": ("clip global norm 1, then RMSProp lr 1e-3",
                      lambda total: gtx.chain(gtx.clip_by_global_norm(1.0), gtx.rmsprop(1e-3))),
     "nadam": ("Nadam, lr 1e-3", lambda total: gtx.nadam(1e-3)),
-    "swats": ("SWATS (Adam, switching to SGD), lr 1e-3", lambda total: gtx.swats(1e-3)),
+    # The switch test |lambda_k/(1-b2**k) - gamma_k| < switch_tol compares noisy
+    # mini-batch projections: the paper's 1e-9 never holds here, 1e-3 does early on.
+    "swats": ("SWATS (Adam, then SGD at the projected lr), lr 1e-3, switch_tol 1e-3",
+              lambda total: gtx.swats(1e-3, switch_tol=1e-3)),
 }
 
 
@@ -166,20 +169,30 @@ def train(name: str, make_tx, data, args) -> dict:
       # The first step includes compilation; the median of the rest is the step's cost.
       "median_step_ms": 1e3 * float(np.median(step_times[1:] or step_times)),
       "state_bytes": state_bytes(opt_state),
+      # SWATS records the step (from 1) at which it switched to SGD; 0: it did not.
+      "switch_step": _switch_step(opt_state),
       "finite": bool(np.all(np.isfinite(losses))),
       "epoch_losses": epoch_losses,
       "step_losses": losses,
   }
 
 
+def _switch_step(opt_state) -> int | None:
+  """The step a switching optimizer (SWATS) switched at, 0 if not yet; None for others."""
+  step = gtx.tree_utils.tree_get(opt_state, "switch_step")
+  return None if step is None else int(step)
+
+
 def print_table(results: list[dict]) -> None:
   header = (f"{'optimizer':<20} {'final train loss':>16} {'test accuracy':>13} "
-            f"{'median step':>12} {'state size':>11}")
+            f"{'median step':>12} {'state size':>11} {'switched at':>11}")
   print(header)
   print("-" * len(header))
   for r in results:
+    switch = "-" if r["switch_step"] is None else (
+        f"step {r['switch_step']}" if r["switch_step"] else "never")
     print(f"{r['name']:<20} {r['final_train_loss']:>16.4f} {r['test_accuracy']:>13.4f} "
-          f"{r['median_step_ms']:>9.3f} ms {r['state_bytes']:>8,d} B")
+          f"{r['median_step_ms']:>9.3f} ms {r['state_bytes']:>8,d} B {switch:>11}")
 
 
 def plot(results: list[dict], steps_per_epoch: int, path: pathlib.Path) -> bool:
@@ -192,16 +205,19 @@ def plot(results: list[dict], steps_per_epoch: int, path: pathlib.Path) -> bool:
     print(f"matplotlib is not installed, so {path.name} was not drawn: "
           'pip install "gradtx[examples]" (or matplotlib)', file=sys.stderr)
     return False
-  fig, ax = plt.subplots(figsize=(8, 5))
+  fig, ax = plt.subplots(figsize=(11, 5.5))
   window = max(1, steps_per_epoch)
-  for r in results:
+  # Up to 20 curves stay apart: ten colours, each with a solid and a dashed line.
+  colours = plt.get_cmap("tab10").colors
+  for i, r in enumerate(results):
     losses = np.asarray(r["step_losses"])
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-    ax.plot(np.arange(window, len(losses) + 1) / steps_per_epoch, smooth, label=r["name"])
+    ax.plot(np.arange(window, len(losses) + 1) / steps_per_epoch, smooth, label=r["name"],
+            color=colours[i % 10], linestyle="-" if i < 10 else "--", linewidth=1.4)
   ax.set(xlabel="epoch", ylabel="training loss (moving average over one epoch)",
          yscale="log", title="gradtx optimizers on scikit-learn digits (Flax MLP)")
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize="small")
+  ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -72,3 +72,16 @@ def test_missing_matplotlib_names_the_extra(compare, tmp_path, capsys, monkeypat
   assert not compare.plot([], 1, tmp_path / "loss_curves.png")
   assert 'pip install "gradtx[examples]"' in capsys.readouterr().err
   assert not (tmp_path / "loss_curves.png").exists()
+
+
+def test_swats_switches_within_the_run_and_the_table_says_when(compare, tmp_path, capsys):
+  report = compare.main(["--optimizers", "swats,adam", "--epochs", "1", "--out",
+                         str(tmp_path)])
+  out = capsys.readouterr().out
+  swats, adam = report["results"]
+  assert 1 < swats["switch_step"] <= len(swats["step_losses"])
+  assert adam["switch_step"] is None
+  row = next(line for line in out.splitlines() if line.startswith("swats "))
+  assert row.endswith(f"step {swats['switch_step']}")
+  # After the switch the steps are SGD's, not Adam's: the runs part ways.
+  assert swats["step_losses"][-1] != adam["step_losses"][-1]
