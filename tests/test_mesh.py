@@ -137,7 +137,7 @@ def test_per_param_leaves_follow_their_param_and_scalars_are_replicated():
   assert adam.mu == SPECS and adam.nu == SPECS
   assert adam.count == P() and out[1].count == P()
   assert set(out[1].hyperparams.values()) == {P()}
-  assert out[2].slow_weights == SPECS and out[2].inner_state[0].trace == SPECS
+  assert out[2].slow_weights == SPECS and out[2].fast_state[0].trace == SPECS
   assert out[2].steps_since_sync == P()
 
 
@@ -207,3 +207,20 @@ def test_errors_say_what_is_wrong():
   with pytest.raises(ValueError, match="needs NamedSharding"):
     state_shardings(gtx.adam(1e-3), PARAMS, jax.tree.map(lambda _: device, PARAMS),
                     shard_over="data")
+
+
+def test_stacked_and_extended_per_param_leaves_are_split_on_the_params_axes():
+  """L-BFGS's memory stacks per-param arrays, (m, *shape); the LSTM optimizer's state
+  extends them, (*shape, layers, hidden): each is split like its param on the param's
+  axes (as a bare jax.jit(init) splits it), the new axes unsplit."""
+  mesh = mesh_1x1()
+  lbfgs = spec_tree(state_shardings(gtx.scale_by_lbfgs(memory_size=3), PARAMS,
+                                    named(mesh, SPECS)))
+  assert lbfgs.diff_params_memory["dense"]["kernel"] == P(None, None, "model")
+  assert lbfgs.diff_updates_memory["head"]["kernel"] == P(None, "model", None)
+  assert lbfgs.diff_params_memory["norm"]["scale"] == P(None, None)
+  lstm = spec_tree(state_shardings(
+      gtx.learned.lstm_optimizer(gtx.learned.pretrained("quadratic")), PARAMS,
+      named(mesh, SPECS)))
+  assert lstm.hidden["dense"]["bias"] == P("model", None, None)
+  assert lstm.cell["head"]["kernel"] == P("model", None, None, None)

@@ -43,14 +43,31 @@ def _is_array_like(x: Any) -> bool:
 
 def _match_params(state: base.PyTree, params: base.PyTree,
                   param_shardings: base.PyTree) -> base.PyTree | None:
-  """``state``'s shardings if it is a (possibly masked) copy of the params, else None."""
+  """``state``'s shardings if it is a (possibly masked) copy of the params, else None.
+
+  A leaf shaped like its param takes the param's sharding. A leaf that stacks per-param
+  arrays along extra leading axes (L-BFGS's memory, ``(m, *shape)``) or extends the
+  param by trailing axes (the LSTM optimizer's state, ``(*shape, layers, hidden)``), of
+  a param with a ``NamedSharding``, is split like the param on the param's axes and not
+  along the others: what a bare ``jax.jit(tx.init)`` gives it too.
+  """
 
   def leaf(s, p, sharding):
     if _is_masked(s):
       return s
-    if not (_is_array_like(s) and _is_array_like(p)) or tuple(s.shape) != tuple(p.shape):
+    if not (_is_array_like(s) and _is_array_like(p)):
       raise ValueError("not a per-param leaf")
-    return sharding
+    shape, param_shape = tuple(s.shape), tuple(p.shape)
+    if shape == param_shape:
+      return sharding
+    extra = len(shape) - len(param_shape)
+    if extra > 0 and param_shape and isinstance(sharding, NamedSharding):
+      spec = tuple(sharding.spec) + (None,) * (len(param_shape) - len(sharding.spec))
+      if shape[extra:] == param_shape:
+        return NamedSharding(sharding.mesh, PartitionSpec(*((None,) * extra + spec)))
+      if shape[:len(param_shape)] == param_shape:
+        return NamedSharding(sharding.mesh, PartitionSpec(*(spec + (None,) * extra)))
+    raise ValueError("not a per-param leaf")
 
   try:
     return jax.tree.map(leaf, state, params, param_shardings, is_leaf=_is_masked)
