@@ -63,6 +63,16 @@ from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_s
 # --- issue 17-schedules: add imports below this line ---
 # --- issue 17-optimizers-a: add imports below this line ---
 # --- issue 17-optimizers-b: add imports below this line ---
+from gradtx._src.trust_ratio import (ScaleByTrustRatioState, fromage, lamb, lars,
+                                     normalize_by_update_norm, scale_by_param_block_norm,
+                                     scale_by_param_block_rms, scale_by_trust_ratio)
+from gradtx._src.sm3 import ScaleBySM3State, scale_by_sm3, sm3
+from gradtx._src.polyak import polyak_sgd, scale_by_polyak
+from gradtx._src.dog import scale_by_distance_over_gradients
+from gradtx._src.adaptive_clipping import (AdaptiveGradClipState, ClipByGlobalNormState,
+                                           ClipState, adaptive_grad_clip, clip_by_block_rms)
+from gradtx._src.per_example_clipping import (per_example_global_norm_clip,
+                                              per_example_layer_norm_clip)
 # --- issue 17-transforms: add imports below this line ---
 # --- issue 17-toplevel: add imports below this line ---
 # --- issue 17-contrib-a: add imports below this line ---

@@ -6,10 +6,16 @@ from gradtx._src.combine import (MaskedNode, MaskedState, PartitionState, chain,
 from gradtx._src.wrappers import (ApplyIfFiniteState, apply_if_finite)
 # --- issue 17-transforms: add imports below this line ---
 # --- issue 17-optimizers-b: add imports below this line ---
+from gradtx._src.adaptive_clipping import (adaptive_grad_clip, clip_by_block_rms,
+                                           unitwise_clip, unitwise_norm)
+from gradtx._src.per_example_clipping import (per_example_global_norm_clip,
+                                              per_example_layer_norm_clip)
 
 __all__ = [
     "ApplyIfFiniteState", "MaskedNode", "MaskedState", "PartitionState", "apply_if_finite",
     "chain", "masked", "named_chain", "partition",
     # --- issue 17-transforms: add names below this line ---
     # --- issue 17-optimizers-b: add names below this line ---
+    "adaptive_grad_clip", "clip_by_block_rms", "per_example_global_norm_clip",
+    "per_example_layer_norm_clip", "unitwise_clip", "unitwise_norm",
 ]

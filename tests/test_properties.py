@@ -165,6 +165,24 @@ TRANSFORMS = {
     # --- issue 17-schedules: add entries below this line ---
     # --- issue 17-optimizers-a: add entries below this line ---
     # --- issue 17-optimizers-b: add entries below this line ---
+    "scale_by_trust_ratio": lambda: gtx.scale_by_trust_ratio(),
+    "scale_by_param_block_norm": lambda: gtx.scale_by_param_block_norm(),
+    "scale_by_param_block_rms": lambda: gtx.scale_by_param_block_rms(),
+    "normalize_by_update_norm": lambda: gtx.normalize_by_update_norm(-LR),
+    "lamb/mask": lambda: gtx.lamb(LR, weight_decay=0.1, mask=not_scalar),
+    "lars/masks_nesterov": lambda: gtx.lars(LR, weight_decay=0.1,
+                                            weight_decay_mask=not_scalar,
+                                            trust_ratio_mask=not_scalar, nesterov=True),
+    "fromage": lambda: gtx.fromage(LR),
+    "scale_by_sm3": lambda: gtx.scale_by_sm3(),
+    "sm3": lambda: gtx.sm3(LR),
+    "scale_by_polyak": lambda: _fed_the_loss(gtx.scale_by_polyak(max_learning_rate=LR)),
+    "polyak_sgd/sps+": lambda: _fed_the_loss(gtx.polyak_sgd(LR, variant="sps+")),
+    # param_dtype=None: the initial params kept in their own dtype.
+    "scale_by_distance_over_gradients": lambda: gtx.scale_by_distance_over_gradients(
+        reps_rel=1e-2, param_dtype=None, global_scale=-1.0),
+    "clip_by_block_rms": lambda: gtx.clip_by_block_rms(0.5),
+    "adaptive_grad_clip": lambda: gtx.adaptive_grad_clip(0.1),
     # --- issue 17-transforms: add entries below this line ---
     # --- issue 17-toplevel: add entries below this line ---
     # --- issue 17-contrib-a: add entries below this line ---
@@ -185,6 +203,7 @@ NAMES = list(TRANSFORMS)
 NOT_TRANSFORMS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                   "value_and_grad_from_state", "minimize",
                   # --- issue 17: non-transform public functions below this line ---
+                  "per_example_global_norm_clip", "per_example_layer_norm_clip",
                   "state_shardings",
                   *(set(gtx.schedules.__all__) - {"reduce_on_plateau"}),
                   *getattr(getattr(gtx, "losses", None), "__all__", ())}

@@ -137,6 +137,28 @@ SPECS = {
     # --- issue 17-schedules: add entries below this line ---
     # --- issue 17-optimizers-a: add entries below this line ---
     # --- issue 17-optimizers-b: add entries below this line ---
+    "scale_by_trust_ratio": ({}, dict(min_norm=(2.0**-10, NONNEG),
+                                      trust_coefficient=(0.5, NONNEG), eps=(2.0**-10, NONNEG))),
+    "scale_by_param_block_norm": ({}, dict(min_scale=(2.0**-10, NONNEG))),
+    "scale_by_param_block_rms": ({}, dict(min_scale=(2.0**-10, NONNEG))),
+    "normalize_by_update_norm": ({}, dict(scale_factor=(-0.5, "(-inf, inf)"),
+                                          eps=(2.0**-10, NONNEG))),
+    "lamb": ({}, dict(**ADAM, weight_decay=(0.125, NONNEG))),
+    "lars": ({}, dict(learning_rate=(0.25, NONNEG), weight_decay=(0.125, NONNEG),
+                      trust_coefficient=(0.5, NONNEG), eps=(2.0**-10, NONNEG),
+                      momentum=(0.75, DECAY))),
+    "fromage": ({}, dict(learning_rate=(0.25, NONNEG), min_norm=(2.0**-10, NONNEG))),
+    "scale_by_sm3": ({}, dict(b1=(0.75, DECAY), b2=(0.875, DECAY), eps=(2.0**-10, NONNEG))),
+    "sm3": ({}, dict(learning_rate=(0.25, NONNEG), momentum=(0.75, DECAY))),
+    "scale_by_polyak": ({}, dict(f_min=(-0.5, "(-inf, inf)"),
+                                 max_learning_rate=(0.5, "[0, inf]"), eps=(2.0**-10, NONNEG))),
+    "polyak_sgd": ({}, dict(max_learning_rate=(0.5, "[0, inf]"), scaling=(0.25, NONNEG),
+                            f_min=(-0.5, "(-inf, inf)"), eps=(2.0**-10, NONNEG))),
+    "scale_by_distance_over_gradients": ({}, dict(reps_rel=(2.0**-10, "(0, inf)"),
+                                                  eps=(2.0**-10, NONNEG),
+                                                  global_scale=(-1.0, "(-inf, inf)"))),
+    "clip_by_block_rms": ({}, dict(threshold=(0.5, "(0, inf]"))),
+    "adaptive_grad_clip": ({}, dict(clipping=(0.125, "[0, inf]"), eps=(2.0**-10, NONNEG))),
     # --- issue 17-transforms: add entries below this line ---
     # --- issue 17-toplevel: add entries below this line ---
     # --- issue 17-contrib-a: add entries below this line ---
@@ -165,6 +187,7 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
 NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                     "value_and_grad_from_state", "minimize",
                     # --- issue 17: non-transform public functions below this line ---
+                    "per_example_global_norm_clip", "per_example_layer_norm_clip",
                     "state_shardings",
                     *(set(gtx.schedules.__all__) - {"reduce_on_plateau"}),
                     *getattr(getattr(gtx, "losses", None), "__all__", ())}
