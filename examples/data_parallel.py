@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, tuple]:
     params, opt_state, losses = runs[layout] = train(layout, args.steps)
     difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                      zip(jax.tree.leaves(params), jax.tree.leaves(reference)))
-    mu = opt_state[1].inner_state[0].mu  # chain -> lookahead -> adamw -> scale_by_adam
+    mu = opt_state[1].fast_state[0].mu  # chain -> lookahead -> adamw -> scale_by_adam
     print(f"{layout:>10}: loss {losses[0]:.4f} -> {losses[-1]:.4f}; max |params - one "
           f"device| = {difference:.1e}\n{'':12}params {describe(params)}\n"
           f"{'':12}Adam's mu {describe(mu)}; each device holds "

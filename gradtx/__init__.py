@@ -75,6 +75,25 @@ from gradtx._src.per_example_clipping import (per_example_global_norm_clip,
                                               per_example_layer_norm_clip)
 # --- issue 17-transforms: add imports below this line ---
 # --- issue 17-toplevel: add imports below this line ---
+from gradtx._src.base import (GradientTransformationExtraArgs, OptState,
+                              TransformInitFn, TransformUpdateExtraArgsFn,
+                              TransformUpdateFn, Updates, incremental_update,
+                              init_empty_state, periodic_update,
+                              stateless_with_tree_map, with_extra_args_support)
+from gradtx._src.combine import MaskOrFn
+from gradtx._src.combine import PartitionState as MultiTransformState
+from gradtx._src.combine import partition as multi_transform
+from gradtx._src.scaling import ScaleState
+from gradtx._src.lookahead import LookaheadParams
+from gradtx._src.numerics import (safe_increment, safe_int32_increment, safe_norm,
+                                  safe_root_mean_squares, scale_gradient)
+from gradtx._src.linear_algebra import matrix_inverse_pth_root, nnls, power_iteration
+from gradtx._src.distributions import multi_normal
+from gradtx._src.tree.math import (tree_update_infinity_moment as update_infinity_moment,
+                                   tree_update_moment as update_moment,
+                                   tree_update_moment_per_elem_norm as
+                                   update_moment_per_elem_norm)
+from gradtx._src.tree.state import tree_map_params
 # --- issue 17-contrib-a: add imports below this line ---
 # --- issue 17-contrib-b: add imports below this line ---
 from gradtx import contrib, transforms, tree, tree_utils

@@ -51,7 +51,7 @@ def main():
     params_kept = [leaf.sharding.is_equivalent_to(params_sharding[k], leaf.ndim)
                    for k, leaf in params.items()]
     lookahead = opt_state[1]
-    adam = lookahead.inner_state[0]
+    adam = lookahead.fast_state[0]
     # A bare jax.jit(tx.init) on placed params, without out_shardings: the protocol
     # promises that this already shards the state like the params.
     placed = jax.device_put(dp.init_params(jax.random.key(0)), params_sharding)
@@ -71,7 +71,7 @@ def main():
         "bare_init_like_params": {
             field: all(leaf.sharding.is_equivalent_to(params_sharding[k], leaf.ndim)
                        for k, leaf in tree.items())
-            for field, tree in [("mu", bare.inner_state[0].mu), ("nu", bare.inner_state[0].nu),
+            for field, tree in [("mu", bare.fast_state[0].mu), ("nu", bare.fast_state[0].nu),
                                 ("slow_weights", bare.slow_weights)]},
         "count": str(adam.count.sharding.spec),
         "mu_w1_shard_shape": list(adam.mu["w1"].addressable_shards[0].data.shape),

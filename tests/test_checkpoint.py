@@ -69,7 +69,7 @@ def test_restored_state_has_the_saved_values_types_and_dtypes(example, demo):
   assert int(opt_state.notfinite_count) == 1 and int(opt_state.total_notfinite) == 1
   assert not bool(opt_state.last_finite)
   lookahead_state = opt_state.inner_state[1]
-  inject_state = lookahead_state.inner_state
+  inject_state = lookahead_state.fast_state
   # SAVE_AT - 1 inner steps ran; Lookahead syncs every 6th: 8 % 6 = 2 since the last one.
   assert int(lookahead_state.steps_since_sync) == (SAVE_AT - 1) % 6
   assert int(inject_state.count) == SAVE_AT - 1

@@ -1,7 +1,8 @@
 """chain, named_chain, masked, partition and multiply.
 
 Oracles: Optax 0.2.8's ``masked`` and ``partition`` (trajectories over 60 steps on the
-mixed-shape pytree, the same inner transforms from each library, ``oracles.tolerance``);
+mixed-shape pytree, the same inner transforms from each library, ``oracles.tolerance``;
+their masking of tree-shaped extra arguments; ``tree_map_params`` through them);
 ``gtx.scale_by_adam`` for the product that ``multiply``'s docstring says is Adam's
 direction; hand-derived values and state layouts for the rest.
 """
@@ -220,6 +221,61 @@ def test_partition_rejects_unknown_labels():
   params = make_params()
   with pytest.raises(ValueError, match="slow"):
     gtx.partition(groups(gtx), {**LABELS["prefix"], "vector": "slow"}).init(params)
+
+
+def scale_by_tags(m):
+  """A member that multiplies each update by its param's tag, a tree extra argument
+  shaped like the params (and by ``value``, a scalar extra)."""
+
+  def update(updates, state, params=None, *, tags, value, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda u, t: u * t * value, updates, tags), state
+
+  return m.GradientTransformationExtraArgs(_empty_init, update)
+
+
+@pytest.mark.parametrize("combinator", ["masked", "partition"])
+def test_mask_compatible_extra_args_match_optax(combinator):
+  """With ``mask_compatible_extra_args=True`` a tree extra argument shaped like the
+  updates is masked as they are (non-tree extras pass unchanged); without it, the inner
+  transform sees the whole tree, which does not fit its masked updates."""
+  params = make_params()
+  tags = jax.tree.map(lambda x: jnp.full_like(x, 1.0 + x.ndim), params)
+
+  def make(m, flag):
+    if combinator == "masked":
+      return m.masked(scale_by_tags(m), MASKS["full_tree"], mask_compatible_extra_args=flag)
+    return m.partition({"decay": scale_by_tags(m), "fast": m.scale(-1.0),
+                        "frozen": m.set_to_zero()}, LABELS["full_tree"],
+                       mask_compatible_extra_args=flag)
+
+  ours, theirs = make(gtx, True), make(optax, True)
+  a, _ = ours.update(params, ours.init(params), params, tags=tags, value=0.5)
+  b, _ = theirs.update(params, theirs.init(params), params, tags=tags, value=0.5)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  for m in (gtx, optax):
+    tx = make(m, False)
+    with pytest.raises(ValueError):
+      tx.update(params, tx.init(params), params, tags=tags, value=0.5)
+
+
+@pytest.mark.parametrize("combinator", ["masked", "partition"])
+def test_tree_map_params_sees_through_masked_and_partition(combinator):
+  """As in Optax, ``tree_map_params`` maps over the masked inner states' params copies."""
+  params = make_params()
+
+  def make(m):
+    if combinator == "masked":
+      return m.masked(m.adam(LR), MASKS["full_tree"])
+    return m.partition(groups(m), LABELS["full_tree"])
+
+  ours, theirs = make(gtx), make(optax)
+  mapped = [tree_map_params(tx, lambda x: x + 7.0, tx.init(params),
+                            transform_non_params=lambda x: x)
+            for tx, tree_map_params in ((ours, gtx.tree_utils.tree_map_params),
+                                        (theirs, optax.tree_utils.tree_map_params))]
+  for a, b in zip(jax.tree.leaves(mapped[0]), jax.tree.leaves(mapped[1]), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_multiply_by_hand():

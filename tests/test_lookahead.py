@@ -17,7 +17,11 @@ Oracles, each compared step by step over 60 steps on the mixed-shape pytree of
   that step and whose inner state is the inner state after it;
   ``test_torch_optimizer_lookahead_synchronises_one_step_later`` shows that without the
   shift the two differ. torch_optimizer interpolates as ``alpha*fast + (1-alpha)*slow``,
-  gradtx as ``slow + alpha*(fast - slow)``: the same number up to rounding.
+  gradtx as ``slow + alpha*(fast - slow)``: the same number up to rounding. And
+  ``optax.lookahead`` with Optax's ``LookaheadParams`` (fast and slow weights as the
+  params, with and without ``reset_state``) over 50 steps, float32 and float64: gradtx's
+  fast and slow weights and state follow it at ``oracles``' tolerances, and with plain
+  params gradtx's params follow Optax's fast weights.
 * ``ranger``: a NumPy transcription of the authors' Ranger (lessw2020, version 20.4.11,
   ``ranger/ranger.py``, the first with gradient centralisation; below, ``ranger_inner``)
   with switches for the two conventions where gradtx departs from it: eps (theirs is
@@ -79,7 +83,7 @@ import torch_optimizer
 import gradtx as gtx
 from conftest import loss, make_params
 from gradtx._src.lookahead import LookaheadState, lookahead, ranger
-from oracles import STEPS, assert_trajectories_close, trajectory
+from oracles import STEPS, assert_trajectories_close, tolerance, trajectory
 
 LR = 0.02
 TIGHT = {"float64": dict(rtol=1e-10, atol=1e-11), "float32": dict(rtol=1e-4, atol=1e-5)}
@@ -251,7 +255,7 @@ def shifted_trajectory(inner, k, alpha, params, steps=STEPS):
   to the params after step 1 and the inner state carried: torch_optimizer's counter."""
   first, inner_state = jitted_step(inner)(params, inner.init(params))
   step = jitted_step(lookahead(inner, k, alpha))
-  state = LookaheadState(jnp.zeros([], jnp.int32), first, inner_state)
+  state = LookaheadState(inner_state, jnp.zeros([], jnp.int32), first)
   path, params = [first], first
   for _ in range(steps - 1):
     params, state = step(params, state)
@@ -329,7 +333,7 @@ def test_lookahead_around_injected_hyperparams_and_a_schedule_in_scan():
   reference = lookahead_reference(adam_inner(lambda t: sched(t - 1), b1=0.8), 6, 0.5,
                                   params)
   assert_trajectories_close(path, reference, jnp.float32, TIGHT["float32"])
-  np.testing.assert_allclose(state.inner_state.hyperparams["learning_rate"],
+  np.testing.assert_allclose(state.fast_state.hyperparams["learning_rate"],
                              sched(STEPS - 1), rtol=1e-5)
   assert int(state.steps_since_sync) == 0  # 60 steps: ten whole cycles
 
@@ -342,7 +346,7 @@ def test_overwritten_inner_hyperparameter_takes_effect_between_steps():
   step = jitted_step(tx)
   params = make_params()
   moved, state = step(params, tx.init(params))
-  state.inner_state.hyperparams["learning_rate"] = jnp.float32(0.0)
+  state.fast_state.hyperparams["learning_rate"] = jnp.float32(0.0)
   still, state = step(moved, state)
   back, state = step(still, state)
   for m, s_, b, p in zip(*map(jax.tree.leaves, (moved, still, back, params))):
@@ -590,3 +594,79 @@ def test_ranger_sync_period_must_be_a_positive_integer(bad):
   message = f"ranger: sync_period must be an integer >= 1, got {bad!r}"
   with pytest.raises(ValueError, match="^" + re.escape(message)):
     ranger(sync_period=bad)
+
+
+# --- Optax's interface: LookaheadParams, reset_state, Optax's names ---------------------
+
+
+def pair_trajectory(tx, params, steps=50):
+  """``(fast, slow)`` params after each jitted step of ``tx``, gradients at the fast
+  weights, as Optax's lookahead is used; and the last state."""
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(jax.grad(loss)(params.fast), state, params)
+    return optax.apply_updates(params, updates), state
+
+  state, path = tx.init(params), []
+  for _ in range(steps):
+    params, state = step(params, state)
+    path.append(params)
+  return path, state
+
+
+OPTAX_CONFIGS = {
+    "sgd": lambda m: m.lookahead(m.sgd(LR, momentum=0.9), sync_period=5,
+                                 slow_step_size=0.5),
+    "adam_reset": lambda m: m.lookahead(fast_optimizer=m.adam(LR), sync_period=3,
+                                        slow_step_size=0.25, reset_state=True),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("config", OPTAX_CONFIGS.values(), ids=OPTAX_CONFIGS.keys())
+def test_lookahead_params_follow_optax(config, dtype):
+  """With Optax's ``LookaheadParams`` (gradtx's or Optax's own class) the fast and slow
+  weights follow ``optax.lookahead`` step by step, and the state has Optax's fields (the
+  slow-weights field None); plain params follow the fast weights."""
+  with jax.enable_x64(dtype == "float64"):
+    params = make_params(jnp.dtype(dtype))
+    theirs, their_state = pair_trajectory(config(optax),
+                                          optax.LookaheadParams.init_synced(params))
+    for pair in (gtx.LookaheadParams, optax.LookaheadParams):
+      ours, state = pair_trajectory(config(gtx), pair.init_synced(params))
+      assert type(ours[-1]) is pair
+      assert_trajectories_close(ours, theirs, dtype)
+    assert type(state)._fields[:2] == type(their_state)._fields
+    assert state.slow_weights is None
+    for a, b in zip(jax.tree.leaves(state[:2]), jax.tree.leaves(tuple(their_state)),
+                    strict=True):
+      np.testing.assert_allclose(a, b, **tolerance(dtype))
+    plain = trajectory(config(gtx), params, 50)
+    assert_trajectories_close(plain, [p.fast for p in theirs], dtype)
+
+
+def test_reset_state_restarts_the_fast_optimizer_at_each_sync():
+  tx = lookahead(gtx.adam(LR), 2, 0.5, reset_state=True)
+  step, params = jitted_step(tx), make_params()
+  state = tx.init(params)
+  for _ in range(2):
+    params, state = step(params, state)
+    assert int(state.fast_state[0].count) == 1
+    params, state = step(params, state)
+    assert int(state.fast_state[0].count) == 0
+    for leaf in jax.tree.leaves(state.fast_state[0].mu):
+      np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_plain_and_paired_params_are_not_mixed():
+  tx = lookahead(gtx.sgd(0.1), 2)
+  params = make_params()
+  pair = gtx.LookaheadParams.init_synced(params)
+  grads = jax.grad(loss)(params)
+  with pytest.raises(ValueError, match="initialised with plain params but update is given "
+                     "LookaheadParams"):
+    tx.update(grads, tx.init(params), pair)
+  with pytest.raises(ValueError, match="initialised with LookaheadParams but update is "
+                     "given plain params"):
+    tx.update(grads, tx.init(pair), params)

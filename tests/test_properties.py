@@ -185,6 +185,13 @@ TRANSFORMS = {
     "adaptive_grad_clip": lambda: gtx.adaptive_grad_clip(0.1),
     # --- issue 17-transforms: add entries below this line ---
     # --- issue 17-toplevel: add entries below this line ---
+    "stateless_with_tree_map": lambda: gtx.stateless_with_tree_map(lambda u, p: u + 0.1 * p),
+    # An update without **extra_args, given them by the wrapper and ignoring them.
+    "with_extra_args_support": lambda: (lambda tx: gtx.with_extra_args_support(
+        gtx.GradientTransformation(tx.init, lambda u, s, p=None: tx.update(u, s, p))))(
+            gtx.adam(LR)),
+    "multi_transform": lambda: gtx.multi_transform({"adam": gtx.sgd(LR),
+                                                    "sgd": gtx.set_to_zero()}, group),
     # --- issue 17-contrib-a: add entries below this line ---
     # --- issue 17-contrib-b: add entries below this line ---
 }
@@ -204,6 +211,11 @@ NOT_TRANSFORMS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                   "value_and_grad_from_state", "minimize",
                   # --- issue 17: non-transform public functions below this line ---
                   "per_example_global_norm_clip", "per_example_layer_norm_clip",
+                  "init_empty_state", "incremental_update", "periodic_update",
+                  "safe_increment", "safe_int32_increment", "safe_norm",
+                  "safe_root_mean_squares", "scale_gradient", "matrix_inverse_pth_root",
+                  "nnls", "power_iteration", "multi_normal", "update_moment",
+                  "update_infinity_moment", "update_moment_per_elem_norm", "tree_map_params",
                   "state_shardings",
                   *(set(gtx.schedules.__all__) - {"reduce_on_plateau"}),
                   *getattr(getattr(gtx, "losses", None), "__all__", ())}

@@ -41,7 +41,7 @@ ADABOUND = dict(learning_rate=(0.25, NONNEG), final_lr=(0.125, "(0, inf)"), b1=(
                 b2=(0.875, UNIT), gamma=(0.125, "(0, 1)"), eps=(2.0**-10, NONNEG),
                 weight_decay=(0.125, NONNEG))
 SPECS = {
-    "scale": ({}, dict(factor=(-0.5, "(-inf, inf)"))),
+    "scale": ({}, dict(step_size=(-0.5, "(-inf, inf)"))),
     "scale_by_learning_rate": ({}, dict(learning_rate=(0.25, NONNEG))),
     "add_decayed_weights": ({}, dict(weight_decay=(0.125, NONNEG))),
     "add_momentum": ({}, dict(decay=(0.75, DECAY))),
@@ -95,8 +95,8 @@ SPECS = {
                                  decay=(0.5, "(0, 1]"), theta=(0.5, UNIT))),
     "swats": ({}, dict(learning_rate=(0.25, NONNEG), b1=(0.75, UNIT), b2=(0.875, UNIT),
                        eps=(2.0**-10, NONNEG), switch_tol=(2.0**-10, "[0, inf]"))),
-    "lookahead": ({"inner": gtx.sgd(0.25)}, dict(sync_period=(2, ("integer", 1)),
-                                                 slow_step_size=(0.5, DECAY))),
+    "lookahead": ({"fast_optimizer": gtx.sgd(0.25)},
+                  dict(sync_period=(2, ("integer", 1)), slow_step_size=(0.5, DECAY))),
     "ranger": ({}, dict(learning_rate=(0.25, NONNEG), b1=(0.75, UNIT), b2=(0.875, UNIT),
                         eps=(2.0**-10, NONNEG), threshold=(4.5, NONNEG),
                         sync_period=(2, ("integer", 1)), slow_step_size=(0.5, DECAY),
@@ -181,6 +181,8 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
                       # --- issue 17-optimizers-b: add names below this line ---
                       # --- issue 17-transforms: add names below this line ---
                       # --- issue 17-toplevel: add names below this line ---
+                      "stateless_with_tree_map", "with_extra_args_support",
+                      "multi_transform",
                       # --- issue 17-contrib-a: add names below this line ---
                       # --- issue 17-contrib-b: add names below this line ---
 }
@@ -188,6 +190,12 @@ NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm
                     "value_and_grad_from_state", "minimize",
                     # --- issue 17: non-transform public functions below this line ---
                     "per_example_global_norm_clip", "per_example_layer_norm_clip",
+                    "init_empty_state", "incremental_update", "periodic_update",
+                    "safe_increment", "safe_int32_increment", "safe_norm",
+                    "safe_root_mean_squares", "scale_gradient", "matrix_inverse_pth_root",
+                    "nnls", "power_iteration", "multi_normal", "update_moment",
+                    "update_infinity_moment", "update_moment_per_elem_norm",
+                    "tree_map_params",
                     "state_shardings",
                     *(set(gtx.schedules.__all__) - {"reduce_on_plateau"}),
                     *getattr(getattr(gtx, "losses", None), "__all__", ())}

@@ -105,15 +105,16 @@ def adam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99
                scale_by_learning_rate(learning_rate))
 
 
-@hyperparameters(**LR, **ADAM_SPECS)
+@hyperparameters(**LR, **ADAM_SPECS, nesterov="bool")
 def nadam(learning_rate: base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-          eps: float = 1e-8, eps_root: float = 0.0,
-          mu_dtype: Any = None) -> base.GradientTransformation:
+          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None, *,
+          nesterov: bool = True) -> base.GradientTransformation:
   """Nadam (Dozat 2016): Adam with a Nesterov look-ahead first moment.
 
-  As :func:`adam`, with ``mu_hat = b1*mu/(1-b1**(t+1)) + (1-b1)*g/(1-b1**t)``.
+  As :func:`adam`, with ``mu_hat = b1*mu/(1-b1**(t+1)) + (1-b1)*g/(1-b1**t)``; Optax's
+  ``adam(..., nesterov=True)``, so ``nesterov=False`` is Adam.
   """
-  return chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=True),
+  return chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
                scale_by_learning_rate(learning_rate))
 
 

@@ -15,12 +15,14 @@ import jax
 
 from gradtx._src import base, validation
 from gradtx._src.leafwise import map_leaves
+from gradtx._src.tree.state import _ParamsPlaceholder
 
 MaskOrFn = Union[base.PyTree, Callable[[base.Params], base.PyTree]]
 
 
-def chain(*transforms: base.GradientTransformation) -> base.GradientTransformation:
-  """Applies ``transforms`` in sequence; the state is the tuple of their states."""
+def chain(*args: base.GradientTransformation) -> base.GradientTransformationExtraArgs:
+  """Applies the transforms ``args`` in sequence; the state is the tuple of their states."""
+  transforms = args
   for i, tx in enumerate(transforms):
     validation.transform("chain", f"argument {i + 1}", tx)
 
@@ -37,12 +39,14 @@ def chain(*transforms: base.GradientTransformation) -> base.GradientTransformati
       new_state.append(s)
     return updates, tuple(new_state)
 
-  return base.GradientTransformation(init, update)
+  return base.GradientTransformationExtraArgs(init, update)
 
 
-def named_chain(*transforms: tuple[str, base.GradientTransformation]
-                ) -> base.GradientTransformation:
-  """Like :func:`chain`, with each member named; the state is a dict by name."""
+def named_chain(*args: tuple[str, base.GradientTransformation]
+                ) -> base.GradientTransformationExtraArgs:
+  """Like :func:`chain`, with each member of ``args`` a ``(name, transform)`` pair; the
+  state is a dict by name."""
+  transforms = args
   for i, member in enumerate(transforms):
     if not (isinstance(member, tuple) and len(member) == 2 and isinstance(member[0], str)):
       raise TypeError(f"named_chain: argument {i + 1} must be a (name, transform) pair, "
@@ -78,7 +82,17 @@ def _mask_tree(pytree: base.PyTree, mask: base.PyTree) -> base.PyTree:
   return jax.tree.map(lambda m, p: p if m else MaskedNode(), mask, pytree)
 
 
-def masked(inner: base.GradientTransformation, mask: MaskOrFn) -> base.GradientTransformation:
+def _mask_extra_args(extra_args: dict[str, Any], updates: base.Updates,
+                     mask_tree: base.PyTree) -> dict[str, Any]:
+  """Masks the extra arguments that are trees of the updates' structure."""
+  structure = jax.tree.structure(updates)
+  return {k: _mask_tree(v, mask_tree) if jax.tree.structure(v) == structure else v
+          for k, v in extra_args.items()}
+
+
+def masked(inner: base.GradientTransformation, mask: MaskOrFn, *,
+           mask_compatible_extra_args: bool = False
+           ) -> base.GradientTransformationExtraArgs:
   """Applies ``inner`` only where ``mask`` is True; elsewhere updates pass through.
 
   Args:
@@ -86,6 +100,9 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn) -> base.GradientT
     mask: a tree of booleans with the structure of the params (or a prefix of it), or a
       function of the params (of the updates, in ``update``) that returns one. The mask
       must be static for the step to be jit-compilable.
+    mask_compatible_extra_args: also mask the extra arguments given to ``update`` that
+      are trees of the updates' structure (per-param tags, say), so that ``inner`` sees
+      them for its leaves only. Others reach ``inner`` unchanged.
   """
   validation.transform("masked", "inner", inner)
 
@@ -93,6 +110,8 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn) -> base.GradientT
     return mask(tree) if callable(mask) else mask
 
   def init(params):
+    if isinstance(params, _ParamsPlaceholder):  # tree_map_params probing the state
+      return MaskedState(inner.init(params))
     return MaskedState(inner.init(_mask_tree(params, resolve_mask(params))))
 
   def update(updates, state, params=None, **extra_args):
@@ -107,6 +126,8 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn) -> base.GradientT
           f"the mask (or partition labels); are they for other params?\n"
           f"  updates: {jax.tree.structure(updates)}\n"
           f"  mask:    {jax.tree.structure(mask_tree)}") from error
+    if mask_compatible_extra_args:
+      extra_args = _mask_extra_args(extra_args, updates, mask_tree)
     inner_updates, inner_state = base.call_update(
         inner, masked_updates, state.inner_state,
         None if params is None else _mask_tree(params, mask_tree), extra_args)
@@ -114,7 +135,7 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn) -> base.GradientT
                                mask_tree, inner_updates, updates)
     return new_updates, MaskedState(inner_state)
 
-  return base.GradientTransformation(init, update)
+  return base.GradientTransformationExtraArgs(init, update)
 
 
 class PartitionState(NamedTuple):
@@ -122,13 +143,16 @@ class PartitionState(NamedTuple):
 
 
 def partition(transforms: Mapping[Hashable, base.GradientTransformation],
-              param_labels: MaskOrFn) -> base.GradientTransformation:
+              param_labels: MaskOrFn, *, mask_compatible_extra_args: bool = False
+              ) -> base.GradientTransformationExtraArgs:
   """A different transform for each labelled group of params.
 
   Args:
     transforms: label -> transform applied to the params with that label.
     param_labels: a tree of labels with the structure of the params (or a prefix of it),
       or a function of the params that returns one.
+    mask_compatible_extra_args: as in :func:`masked`: each group's transform sees the
+      extra arguments that are trees of the updates' structure restricted to its group.
   """
   if not isinstance(transforms, Mapping):
     raise TypeError("partition: transforms must be a dict from label to transform, got "
@@ -140,7 +164,8 @@ def partition(transforms: Mapping[Hashable, base.GradientTransformation],
     return param_labels(tree) if callable(param_labels) else param_labels
 
   def group_tx(labels, group):
-    return masked(transforms[group], jax.tree.map(lambda label: label == group, labels))
+    return masked(transforms[group], jax.tree.map(lambda label: label == group, labels),
+                  mask_compatible_extra_args=mask_compatible_extra_args)
 
   def init(params):
     labels = labels_of(params)
@@ -158,7 +183,7 @@ def partition(transforms: Mapping[Hashable, base.GradientTransformation],
           updates, state.inner_states[group], params, **extra_args)
     return updates, PartitionState(new_states)
 
-  return base.GradientTransformation(init, update)
+  return base.GradientTransformationExtraArgs(init, update)
 
 
 class MultiplyState(NamedTuple):

@@ -12,10 +12,14 @@ from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.leafwise import leafwise
 
 
-@hyperparameters(factor="(-inf, inf)")
-def scale(factor: float | jax.Array) -> base.GradientTransformation:
-  """``u * factor``."""
-  return leafwise("scale", lambda u, *, factor: factor * u, hyperparams=dict(factor=factor))
+ScaleState = base.EmptyState
+
+
+@hyperparameters(step_size="(-inf, inf)")
+def scale(step_size: float | jax.Array) -> base.GradientTransformation:
+  """``u * step_size``."""
+  return leafwise("scale", lambda u, *, step_size: step_size * u,
+                  hyperparams=dict(step_size=step_size))
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -43,7 +47,12 @@ def scale_by_learning_rate(learning_rate: base.ScalarOrSchedule | None = None, *
   return scale(sign * learning_rate)
 
 
-class AddDecayedWeightsState(NamedTuple):
+AddDecayedWeightsState = base.EmptyState  # Optax's name for the state without a schedule
+
+
+class WeightDecaySchedule(NamedTuple):
+  """State of :func:`add_decayed_weights` with a scheduled ``weight_decay`` (Optax's)."""
+
   count: jax.Array
 
 
@@ -69,7 +78,7 @@ def add_decayed_weights(weight_decay: base.ScalarOrSchedule = 0.0,
 
     tx = base.GradientTransformation(base.init_empty_state, update)
   elif callable(weight_decay):
-    tx = leafwise(owner, lambda u, p, *, rate: u + rate * p, state=AddDecayedWeightsState,
+    tx = leafwise(owner, lambda u, p, *, rate: u + rate * p, state=WeightDecaySchedule,
                   scalars=lambda count: dict(rate=weight_decay(count)), uses_params=True)
   else:
     tx = leafwise(owner, lambda u, p, *, rate: u + rate * p,

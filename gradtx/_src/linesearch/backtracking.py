@@ -76,6 +76,7 @@ def scale_by_backtracking_linesearch(
     rtol: float = 0.0,
     store_grad: bool = False,
     verbose: bool = False,
+    *,
     curv_rtol: float | None = None,
 ) -> base.GradientTransformation:
   r"""Backtracking line search for Armijo's sufficient decrease (Optax numerics).
