@@ -61,6 +61,13 @@ from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_s
                               warmup_exponential_decay_schedule, warmup_linear)
 # --- issue 17-losses: add imports below this line ---
 # --- issue 17-schedules: add imports below this line ---
+from gradtx.schedules import (InjectStatefulHyperparamsState, StatefulSchedule,
+                              WrappedSchedule, cosine_annealing_warm_restarts,
+                              cosine_onecycle_schedule, inject_stateful_hyperparams,
+                              linear_onecycle_schedule, multiply_schedules,
+                              one_cycle_schedule, piecewise_interpolate_schedule,
+                              sgdr_schedule, warmup_constant_schedule,
+                              warmup_stable_decay_schedule)
 # --- issue 17-optimizers-a: add imports below this line ---
 # --- issue 17-optimizers-b: add imports below this line ---
 from gradtx._src.trust_ratio import (ScaleByTrustRatioState, fromage, lamb, lars,

@@ -163,6 +163,9 @@ TRANSFORMS = {
         gtx.learned.pretrained("quadratic")),
     # --- issue 17-losses: add entries below this line ---
     # --- issue 17-schedules: add entries below this line ---
+    # A plain schedule (wrapped) for the learning rate, a WrappedSchedule for b1.
+    "inject_stateful_hyperparams": lambda: gtx.inject_stateful_hyperparams(gtx.adam)(
+        learning_rate=sched, b1=gtx.WrappedSchedule(lambda count: 0.9 - 0.4 * 0.5**count)),
     # --- issue 17-optimizers-a: add entries below this line ---
     # --- issue 17-optimizers-b: add entries below this line ---
     "scale_by_trust_ratio": lambda: gtx.scale_by_trust_ratio(),
