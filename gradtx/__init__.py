@@ -81,6 +81,17 @@ from gradtx._src.adaptive_clipping import (AdaptiveGradClipState, ClipByGlobalNo
 from gradtx._src.per_example_clipping import (per_example_global_norm_clip,
                                               per_example_layer_norm_clip)
 # --- issue 17-transforms: add imports below this line ---
+from gradtx._src.conditional import (ConditionallyMaskState, ConditionallyTransformState,
+                                    conditionally_mask, conditionally_transform, freeze,
+                                    selective_transform)
+from gradtx._src.skip import (NonNegativeParamsState, ShouldSkipUpdateFunction,
+                              ZeroNansState, keep_params_nonnegative, skip_large_updates,
+                              skip_not_finite, zero_nans)
+from gradtx._src.traces import EmaState, TraceState, ema, trace
+from gradtx._src.monitor import (MonitorState, SnapshotState, measure_with_ema, monitor,
+                                 snapshot)
+from gradtx._src.microbatch import microbatch
+from gradtx import microbatching
 # --- issue 17-toplevel: add imports below this line ---
 from gradtx._src.base import (GradientTransformationExtraArgs, OptState,
                               TransformInitFn, TransformUpdateExtraArgsFn,

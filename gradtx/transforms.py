@@ -5,6 +5,15 @@ from gradtx._src.combine import (MaskedNode, MaskedState, PartitionState, chain,
                                  named_chain, partition)
 from gradtx._src.wrappers import (ApplyIfFiniteState, apply_if_finite)
 # --- issue 17-transforms: add imports below this line ---
+from gradtx._src.conditional import (ConditionFn, ConditionallyMaskState,
+                                    ConditionallyTransformState, conditionally_mask,
+                                    conditionally_transform, freeze, selective_transform)
+from gradtx._src.skip import (NonNegativeParamsState, ShouldSkipUpdateFunction,
+                              ZeroNansState, keep_params_nonnegative, skip_large_updates,
+                              skip_not_finite, zero_nans)
+from gradtx._src.traces import EmaState, TraceState, ema, trace
+from gradtx._src.monitor import (MonitorState, SnapshotState, measure_with_ema, monitor,
+                                 snapshot)
 # --- issue 17-optimizers-b: add imports below this line ---
 from gradtx._src.adaptive_clipping import (adaptive_grad_clip, clip_by_block_rms,
                                            unitwise_clip, unitwise_norm)
@@ -15,6 +24,12 @@ __all__ = [
     "ApplyIfFiniteState", "MaskedNode", "MaskedState", "PartitionState", "apply_if_finite",
     "chain", "masked", "named_chain", "partition",
     # --- issue 17-transforms: add names below this line ---
+    "ConditionFn", "ConditionallyMaskState", "ConditionallyTransformState", "EmaState",
+    "MonitorState", "NonNegativeParamsState", "ShouldSkipUpdateFunction", "SnapshotState",
+    "TraceState", "ZeroNansState", "conditionally_mask", "conditionally_transform", "ema",
+    "freeze", "keep_params_nonnegative", "measure_with_ema", "monitor",
+    "selective_transform", "skip_large_updates", "skip_not_finite", "snapshot", "trace",
+    "zero_nans",
     # --- issue 17-optimizers-b: add names below this line ---
     "adaptive_grad_clip", "clip_by_block_rms", "per_example_global_norm_clip",
     "per_example_layer_norm_clip", "unitwise_clip", "unitwise_norm",

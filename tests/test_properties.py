@@ -187,6 +187,24 @@ TRANSFORMS = {
     "clip_by_block_rms": lambda: gtx.clip_by_block_rms(0.5),
     "adaptive_grad_clip": lambda: gtx.adaptive_grad_clip(0.1),
     # --- issue 17-transforms: add entries below this line ---
+    "conditionally_mask": lambda: gtx.conditionally_mask(gtx.adam(LR),
+                                                         lambda step: step % 2 == 0),
+    "conditionally_transform": lambda: gtx.chain(gtx.conditionally_transform(
+        gtx.scale_by_adam(), lambda step: step % 2 == 1), gtx.scale(-LR)),
+    "keep_params_nonnegative": lambda: gtx.chain(gtx.sgd(LR),
+                                                 gtx.keep_params_nonnegative()),
+    "zero_nans": lambda: gtx.chain(gtx.zero_nans(), gtx.sgd(LR)),
+    "ema": lambda: gtx.chain(gtx.ema(0.9), gtx.scale(-LR)),
+    "trace/nesterov": lambda: gtx.chain(gtx.trace(0.9, nesterov=True), gtx.scale(-LR)),
+    # sgd, not adam: Adam's sqrt(nu) of the frozen params' zero updates has no derivative.
+    "freeze": lambda: gtx.chain(gtx.freeze(not_scalar), gtx.sgd(LR, momentum=0.9)),
+    "selective_transform": lambda: gtx.selective_transform(
+        gtx.adam(LR), freeze_mask=_by_path(lambda path: "scalar" in path)),
+    "snapshot": lambda: gtx.chain(gtx.snapshot("norm", gtx.global_norm), gtx.sgd(LR)),
+    "monitor": lambda: gtx.chain(gtx.monitor({"norm": gtx.global_norm}), gtx.sgd(LR)),
+    "measure_with_ema/monitored": lambda: gtx.chain(gtx.monitor({
+        "clipped": gtx.measure_with_ema(lambda u: gtx.global_norm(u) > 1.0, 0.9)}),
+        gtx.sgd(LR)),
     # --- issue 17-toplevel: add entries below this line ---
     "stateless_with_tree_map": lambda: gtx.stateless_with_tree_map(lambda u, p: u + 0.1 * p),
     # An update without **extra_args, given them by the wrapper and ignoring them.
@@ -213,6 +231,7 @@ NAMES = list(TRANSFORMS)
 NOT_TRANSFORMS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                   "value_and_grad_from_state", "minimize",
                   # --- issue 17: non-transform public functions below this line ---
+                  "skip_not_finite", "skip_large_updates", "microbatch",
                   "per_example_global_norm_clip", "per_example_layer_norm_clip",
                   "init_empty_state", "incremental_update", "periodic_update",
                   "safe_increment", "safe_int32_increment", "safe_norm",

@@ -160,6 +160,9 @@ SPECS = {
     "clip_by_block_rms": ({}, dict(threshold=(0.5, "(0, inf]"))),
     "adaptive_grad_clip": ({}, dict(clipping=(0.125, "[0, inf]"), eps=(2.0**-10, NONNEG))),
     # --- issue 17-transforms: add entries below this line ---
+    "trace": ({}, dict(decay=(0.75, DECAY))),
+    "ema": ({}, dict(decay=(0.75, UNIT))),
+    "measure_with_ema": ({"measure": gtx.global_norm}, dict(decay=(0.75, UNIT))),
     # --- issue 17-toplevel: add entries below this line ---
     # --- issue 17-contrib-a: add entries below this line ---
     # --- issue 17-contrib-b: add entries below this line ---
@@ -180,6 +183,9 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
                       # --- issue 17-optimizers-a: add names below this line ---
                       # --- issue 17-optimizers-b: add names below this line ---
                       # --- issue 17-transforms: add names below this line ---
+                      "conditionally_mask", "conditionally_transform",
+                      "keep_params_nonnegative", "zero_nans", "freeze",
+                      "selective_transform", "monitor", "snapshot",
                       # --- issue 17-toplevel: add names below this line ---
                       "stateless_with_tree_map", "with_extra_args_support",
                       "multi_transform",
@@ -189,6 +195,7 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
 NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                     "value_and_grad_from_state", "minimize",
                     # --- issue 17: non-transform public functions below this line ---
+                    "skip_not_finite", "skip_large_updates", "microbatch",
                     "per_example_global_norm_clip", "per_example_layer_norm_clip",
                     "init_empty_state", "incremental_update", "periodic_update",
                     "safe_increment", "safe_int32_increment", "safe_norm",
