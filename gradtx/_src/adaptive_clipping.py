@@ -7,7 +7,7 @@ by the global norm are in :mod:`gradtx._src.clipping`.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Union
 
 import jax
 import jax.numpy as jnp

@@ -4,14 +4,13 @@ the parameters' norm or RMS, and normalisation by the update's norm.
 A *block* is one array of the params (a layer's kernel, its bias). The trust ratio of
 a block is ``||p|| / ||u||``, so that every layer moves by the same fraction of its
 weights whatever its gradients' scale (You et al. 2017). Numerics follow Optax 0.2.8
-(norms clipped from below as its ``safe_norm``, a ratio of 1 where a norm is 0).
+(norms clipped from below by :func:`gradtx.safe_norm`, a ratio of 1 where a norm is 0).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from gradtx._src import base
@@ -20,28 +19,14 @@ from gradtx._src.combine import chain, masked
 from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.leafwise import leafwise, map_leaves
 from gradtx._src.momentum import add_momentum
+from gradtx._src.numerics import safe_norm, safe_root_mean_squares
 from gradtx._src.scaling import add_decayed_weights, scale_by_learning_rate
-from gradtx._src.tree.math import abs_sq, tree_norm
+from gradtx._src.tree.math import tree_norm
 
 # Optax's name for the state of scale_by_trust_ratio, which keeps nothing.
 ScaleByTrustRatioState = base.EmptyState
 
 LR = dict(native=("learning_rate",), learning_rate="[0, inf)")
-
-
-def _safe_norm(x: jax.Array, min_norm: Any) -> jax.Array:
-  """``max(||x||, min_norm)`` (the 2-norm of all of ``x``), with gradient 0, not NaN,
-  where ``||x|| <= min_norm`` (x is replaced by ones there before the norm is taken)."""
-  norm = jnp.sqrt(jnp.sum(abs_sq(x)))
-  x = jnp.where(norm <= min_norm, jnp.ones_like(x), x)
-  return jnp.where(norm <= min_norm, min_norm, jnp.sqrt(jnp.sum(abs_sq(x))))
-
-
-def _safe_rms(x: jax.Array, min_rms: Any) -> jax.Array:
-  """``max(sqrt(mean(|x|**2)), min_rms)`` with gradient 0, not NaN, below ``min_rms``."""
-  rms = jnp.sqrt(jnp.mean(abs_sq(x)))
-  x = jnp.where(rms <= min_rms, jnp.ones_like(x), x)
-  return jnp.where(rms <= min_rms, min_rms, jnp.sqrt(jnp.mean(abs_sq(x))))
 
 
 @hyperparameters(min_norm="[0, inf)", trust_coefficient="[0, inf)", eps="[0, inf)")
@@ -60,8 +45,8 @@ def scale_by_trust_ratio(min_norm: float = 0.0, trust_coefficient: float = 1.0,
   """
 
   def rule(u, p, *, min_norm, trust_coefficient, eps):
-    param_norm = _safe_norm(p, min_norm)
-    update_norm = _safe_norm(u, min_norm)
+    param_norm = safe_norm(p, min_norm)
+    update_norm = safe_norm(u, min_norm)
     ratio = trust_coefficient * param_norm / (update_norm + eps)
     zero_norm = jnp.logical_or(param_norm == 0.0, update_norm == 0.0)
     return u * jnp.where(zero_norm, jnp.ones([], u.dtype), ratio)
@@ -75,7 +60,7 @@ def scale_by_trust_ratio(min_norm: float = 0.0, trust_coefficient: float = 1.0,
 def scale_by_param_block_norm(min_scale: float = 1e-3) -> base.GradientTransformation:
   """``u * max(||p||, min_scale)``, ``||p||`` the 2-norm of the update's block of params."""
   return leafwise("scale_by_param_block_norm",
-                  lambda u, p, *, min_scale: u * _safe_norm(p, min_scale), uses_params=True,
+                  lambda u, p, *, min_scale: u * safe_norm(p, min_scale), uses_params=True,
                   hyperparams=dict(min_scale=min_scale))
 
 
@@ -84,8 +69,8 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> base.GradientTransforma
   """``u * max(rms(p), min_scale)``, ``rms(p)`` the root mean square of the update's block
   of params (Adafactor's relative step size, Shazeer & Stern 2018, §8)."""
   return leafwise("scale_by_param_block_rms",
-                  lambda u, p, *, min_scale: u * _safe_rms(p, min_scale), uses_params=True,
-                  hyperparams=dict(min_scale=min_scale))
+                  lambda u, p, *, min_scale: u * safe_root_mean_squares(p, min_scale),
+                  uses_params=True, hyperparams=dict(min_scale=min_scale))
 
 
 @hyperparameters(scale_factor="(-inf, inf)", eps="[0, inf)")
