@@ -60,6 +60,14 @@ from gradtx.schedules import (constant_schedule, cosine_decay_schedule, cyclic_s
                               warmup_cosine_decay_schedule,
                               warmup_exponential_decay_schedule, warmup_linear)
 # --- issue 17-losses: add imports below this line ---
+from gradtx import losses
+from gradtx.losses import (convex_kl_divergence, cosine_distance, cosine_similarity,
+                           ctc_loss, ctc_loss_with_forward_probs,
+                           generalized_kl_divergence, hinge_loss, huber_loss,
+                           kl_divergence, l2_loss, log_cosh, ntxent,
+                           safe_softmax_cross_entropy, sigmoid_binary_cross_entropy,
+                           sigmoid_focal_loss, smooth_labels, softmax_cross_entropy,
+                           softmax_cross_entropy_with_integer_labels, squared_error)
 # --- issue 17-schedules: add imports below this line ---
 from gradtx.schedules import (InjectStatefulHyperparamsState, StatefulSchedule,
                               WrappedSchedule, cosine_annealing_warm_restarts,

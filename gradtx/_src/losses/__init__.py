@@ -1,0 +1,1 @@
+"""Loss functions, grouped by family; the public names are in ``gradtx.losses``."""
