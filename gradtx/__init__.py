@@ -77,6 +77,17 @@ from gradtx.schedules import (InjectStatefulHyperparamsState, StatefulSchedule,
                               sgdr_schedule, warmup_constant_schedule,
                               warmup_stable_decay_schedule)
 # --- issue 17-optimizers-a: add imports below this line ---
+from gradtx._src.lion import ScaleByLionState, lion, scale_by_lion
+from gradtx._src.sign import scale_by_sign, sign_sgd, signum
+from gradtx._src.adabelief import ScaleByBeliefState, adabelief, scale_by_belief
+from gradtx._src.yogi import scale_by_yogi, yogi
+from gradtx._src.adamw_variants import adamaxw, nadamw
+from gradtx._src.adan import ScaleByAdanState, adan, scale_by_adan
+from gradtx._src.novograd import ScaleByNovogradState, novograd, scale_by_novograd
+from gradtx._src.noise import AddNoiseState, add_noise, noisy_sgd
+from gradtx._src.optimistic import (optimistic_adam, optimistic_adam_v2,
+                                    optimistic_gradient_descent,
+                                    scale_by_optimistic_gradient)
 # --- issue 17-optimizers-b: add imports below this line ---
 from gradtx._src.trust_ratio import (ScaleByTrustRatioState, fromage, lamb, lars,
                                      normalize_by_update_norm, scale_by_param_block_norm,

@@ -136,6 +136,35 @@ SPECS = {
     # --- issue 17-losses: add entries below this line ---
     # --- issue 17-schedules: add entries below this line ---
     # --- issue 17-optimizers-a: add entries below this line ---
+    "scale_by_lion": ({}, dict(b1=(0.75, DECAY), b2=(0.875, DECAY),
+                               smooth_beta=(1.5, "(0, inf)"))),
+    "lion": ({}, dict(learning_rate=(0.25, NONNEG), b1=(0.75, DECAY), b2=(0.875, DECAY),
+                      weight_decay=(0.125, NONNEG))),
+    "sign_sgd": ({}, dict(learning_rate=(0.25, NONNEG))),
+    "signum": ({}, dict(learning_rate=(0.25, NONNEG), beta=(0.75, UNIT))),
+    "scale_by_belief": ({}, ADAM_PRIMITIVE),
+    "adabelief": ({}, ADAM),
+    "scale_by_yogi": ({}, dict(**ADAM_PRIMITIVE, initial_accumulator_value=(0.125, NONNEG))),
+    "yogi": ({}, without(ADAM, "eps_root")),
+    "nadamw": ({}, dict(**ADAM, weight_decay=(0.125, NONNEG))),
+    "adamaxw": ({}, dict(**without(ADAM, "eps_root"), weight_decay=(0.125, NONNEG))),
+    "scale_by_adan": ({}, dict(**ADAM_PRIMITIVE, b3=(0.625, UNIT))),
+    "adan": ({}, dict(**ADAM, b3=(0.625, UNIT), weight_decay=(0.125, NONNEG))),
+    "scale_by_novograd": ({}, dict(b1=(0.75, DECAY), b2=(0.25, DECAY), eps=(2.0**-10, NONNEG),
+                                   eps_root=(2.0**-20, NONNEG), weight_decay=(0.125, NONNEG))),
+    "novograd": ({}, dict(learning_rate=(0.25, NONNEG), b1=(0.75, DECAY), b2=(0.25, DECAY),
+                          eps=(2.0**-10, NONNEG), eps_root=(2.0**-20, NONNEG),
+                          weight_decay=(0.125, NONNEG))),
+    # key given, seed (its deprecated integer form) left None: both at once is an error.
+    "add_noise": ({"key": 0}, dict(eta=(0.125, NONNEG), gamma=(0.5, NONNEG),
+                                   seed=(None, ("integer", 0)))),
+    "noisy_sgd": ({"key": 0}, dict(learning_rate=(0.25, NONNEG), eta=(0.125, NONNEG),
+                                   gamma=(0.5, NONNEG), seed=(None, ("integer", 0)))),
+    "scale_by_optimistic_gradient": ({}, dict(alpha=(0.5, NONNEG), beta=(0.75, NONNEG))),
+    "optimistic_gradient_descent": ({}, dict(learning_rate=(0.25, NONNEG),
+                                             alpha=(0.5, NONNEG), beta=(0.75, NONNEG))),
+    "optimistic_adam": ({}, dict(**ADAM, optimism=(0.125, NONNEG))),
+    "optimistic_adam_v2": ({}, dict(**ADAM, alpha=(0.5, NONNEG), beta=(0.75, NONNEG))),
     # --- issue 17-optimizers-b: add entries below this line ---
     "scale_by_trust_ratio": ({}, dict(min_norm=(2.0**-10, NONNEG),
                                       trust_coefficient=(0.5, NONNEG), eps=(2.0**-10, NONNEG))),
@@ -181,6 +210,7 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
                       # --- issue 17-losses: add names below this line ---
                       # --- issue 17-schedules: add names below this line ---
                       # --- issue 17-optimizers-a: add names below this line ---
+                      "scale_by_sign",
                       # --- issue 17-optimizers-b: add names below this line ---
                       # --- issue 17-transforms: add names below this line ---
                       "conditionally_mask", "conditionally_transform",
