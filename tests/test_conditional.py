@@ -28,7 +28,8 @@ PREFIX = {"scalar": False, "vector": True, "nested": True}
 CASES = {
     "conditionally_transform": lambda m: m.conditionally_transform(
         m.sgd(LR, momentum=0.9), some_steps),
-    "conditionally_mask": lambda m: m.conditionally_mask(m.sgd(LR, momentum=0.9), some_steps),
+    "conditionally_mask": lambda m: m.conditionally_mask(m.sgd(LR, momentum=0.9),
+                                                         some_steps),
     "freeze": lambda m: m.chain(m.freeze(MASK), m.sgd(LR)),
     "freeze/prefix": lambda m: m.chain(m.freeze(PREFIX), m.sgd(LR, momentum=0.9)),
     "selective_transform": lambda m: m.selective_transform(m.adam(LR), freeze_mask=MASK),
@@ -58,7 +59,8 @@ def test_condition_of_the_extra_arguments_matches_optax(name, dtype):
 
 
 def test_state_classes_are_optaxs():
-  assert gtx.ConditionallyTransformState._fields == optax.ConditionallyTransformState._fields
+  assert (gtx.ConditionallyTransformState._fields
+          == optax.ConditionallyTransformState._fields)
   assert gtx.ConditionallyMaskState._fields == optax.ConditionallyMaskState._fields
 
 
@@ -96,5 +98,5 @@ def test_selective_transform_keeps_state_for_the_trained_params_only():
 def test_a_factory_passed_uncalled_is_caught():
   with pytest.raises(TypeError, match=r"^conditionally_mask: inner must be a gradient"):
     gtx.conditionally_mask(gtx.adam, some_steps)
-  with pytest.raises(TypeError, match=r"^selective_transform: optimizer must be a gradient"):
+  with pytest.raises(TypeError, match=r"^selective_transform: optimizer must be a grad"):
     gtx.selective_transform(gtx.adam, freeze_mask=MASK)

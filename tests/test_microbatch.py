@@ -72,8 +72,8 @@ def test_another_batch_axis_and_a_custom_accumulator():
   xt = x.T  # batch axis 1
 
   def build(mb):
-    maximum = mb.Accumulator(init=lambda v: jax.tree.map(lambda s: jnp.full(s.shape, -jnp.inf,
-                                                                           s.dtype), v),
+    lowest = lambda s: jnp.full(s.shape, -jnp.inf, s.dtype)  # noqa: E731
+    maximum = mb.Accumulator(init=lambda v: jax.tree.map(lowest, v),
                              update=lambda c, v, i: jax.tree.map(jnp.maximum, c, v),
                              finalize=lambda c: c, aggregate=lambda v: v)
     return mb.microbatch(lambda a: jnp.max(a, axis=1), 0, 2, maximum, in_axes=1)(xt)
@@ -149,5 +149,6 @@ def test_a_microbatched_training_loop_matches_optax_and_the_full_batch(dtype):
   for a, b in zip(ours, _training(optax, dtype, 2)):
     assert_same(a, b)
   rtol = 1e-12 if dtype == jnp.float64 else 1e-4
-  for a, b in zip(jax.tree.leaves(ours[-1]), jax.tree.leaves(_training(gtx, dtype, None)[-1])):
+  full_batch = _training(gtx, dtype, None)[-1]
+  for a, b in zip(jax.tree.leaves(ours[-1]), jax.tree.leaves(full_batch)):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)

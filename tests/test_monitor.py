@@ -90,7 +90,8 @@ def test_optax_docstring_example():
   solver = gtx.chain(
       gtx.sgd(learning_rate=0.1, momentum=0.9),
       gtx.monitor({"norm_before_clip": gtx.tree.norm,
-                   "is_clipped_ema": gtx.measure_with_ema(norm_above(gtx, 1.0), decay=0.9)}),
+                   "is_clipped_ema": gtx.measure_with_ema(norm_above(gtx, 1.0),
+                                                          decay=0.9)}),
       gtx.clip_by_global_norm(1.0))
   params = jnp.array([1.0, 2.0, 3.0])
   state = solver.init(params)

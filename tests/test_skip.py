@@ -39,7 +39,7 @@ CASES = {
                                                  m.keep_params_nonnegative()),
 }
 PARAMS = {"zero_nans": None, "zero_nans/infs_pass": None,
-          "keep_params_nonnegative": lambda dtype: jax.tree.map(jnp.abs, make_params(dtype))}
+          "keep_params_nonnegative": lambda dt: jax.tree.map(jnp.abs, make_params(dt))}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -87,8 +87,8 @@ def test_keep_params_nonnegative_needs_the_params():
 
 TREES = {
     "finite": {"a": jnp.asarray([1.0, -2.0]), "b": {"c": jnp.full((2, 2), 3.0)}},
-    "nan_inf": {"a": jnp.asarray([jnp.nan, -2.0]), "b": {"c": jnp.asarray([[jnp.inf, 1.0],
-                                                                          [-jnp.inf, 0.5]])}},
+    "nan_inf": {"a": jnp.asarray([jnp.nan, -2.0]),
+                "b": {"c": jnp.asarray([[jnp.inf, 1.0], [-jnp.inf, 0.5]])}},
     "large": {"a": jnp.asarray([10.0, -2.0]), "b": {"c": jnp.full((2, 2), 3.0)}},
 }
 SKIPS = {

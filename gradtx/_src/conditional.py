@@ -67,9 +67,9 @@ def _run_if(inner, should_transform_fn, forward_extra_args, otherwise):
 
 @hyperparameters(inner="transform", should_transform_fn="callable",
                  forward_extra_args="bool")
-def conditionally_transform(inner: base.GradientTransformation,
-                            should_transform_fn: ConditionFn,
-                            forward_extra_args: bool = False) -> base.GradientTransformation:
+def conditionally_transform(
+    inner: base.GradientTransformation, should_transform_fn: ConditionFn,
+    forward_extra_args: bool = False) -> base.GradientTransformation:
   """Runs ``inner`` only at the steps ``should_transform_fn(step)`` selects::
 
     emits inner(u)  if should_transform_fn(step)  else u (inner state unchanged)

@@ -231,7 +231,8 @@ def microbatch(fun: Function, argnums: int | Sequence[int], microbatch_size: int
 
 
 def micro_vmap(fun: Function, in_axes: int | Sequence[int] = 0, out_axes: Any = 0, *,
-               microbatch_size: int | None = None, vmap_fn: Callable[..., Function] = jax.vmap,
+               microbatch_size: int | None = None,
+               vmap_fn: Callable[..., Function] = jax.vmap,
                accumulator: Any = AccumulationType.CONCAT,
                num_real_microbatches: int | jax.Array | None = None) -> Function:
   """``jax.vmap(fun, in_axes)`` evaluated ``microbatch_size`` examples at a time.
@@ -250,8 +251,9 @@ def micro_vmap(fun: Function, in_axes: int | Sequence[int] = 0, out_axes: Any = 
     return _resolve(accumulator, within).aggregate(output)
 
   batched = microbatch(
-      mapped_and_reduced, argnums=tuple(i for i, ax in enumerate(in_axes) if ax is not None),
-      argnames="kwargs", microbatch_size=microbatch_size, accumulator=accumulator,
+      mapped_and_reduced,
+      argnums=tuple(i for i, ax in enumerate(in_axes) if ax is not None), argnames="kwargs",
+      microbatch_size=microbatch_size, accumulator=accumulator,
       in_axes=tuple(ax for ax in in_axes if ax is not None) + (0,),
       num_real_microbatches=num_real_microbatches)
   return lambda *args, **kwargs: batched(*args, kwargs=kwargs)
