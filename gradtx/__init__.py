@@ -93,6 +93,7 @@ from gradtx._src.trust_ratio import (ScaleByTrustRatioState, fromage, lamb, lars
                                      normalize_by_update_norm, scale_by_param_block_norm,
                                      scale_by_param_block_rms, scale_by_trust_ratio)
 from gradtx._src.sm3 import ScaleBySM3State, scale_by_sm3, sm3
+from gradtx._src.adafactor import FactoredState, adafactor, scale_by_factored_rms
 from gradtx._src.polyak import polyak_sgd, scale_by_polyak
 from gradtx._src.dog import scale_by_distance_over_gradients
 from gradtx._src.adaptive_clipping import (AdaptiveGradClipState, ClipByGlobalNormState,

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 import gradtx as gtx
-from oracles import assert_trajectories_close, tolerance, trajectory
+from oracles import STEPS, assert_trajectories_close, tolerance, trajectory
 
 
 def is_namedtuple(x):
@@ -37,9 +37,10 @@ def assert_same_fields(ours, theirs, where="state"):
       assert_same_fields(a, b, f"{where}[{i}]")
 
 
-def assert_same_state(ours, theirs, dtype):
+def assert_same_state(ours, theirs, dtype, tol=None):
   """Same fields, the same leaves at the same paths, with the same shapes, dtypes and
-  values (each library has its own classes, so the treedefs themselves differ)."""
+  values (each library has its own classes, so the treedefs themselves differ); ``tol``
+  (``rtol``/``atol``) overrides the default tolerance of ``dtype``."""
   assert_same_fields(ours, theirs)
   ours_leaves = jax.tree_util.tree_leaves_with_path(ours)
   theirs_leaves = jax.tree_util.tree_leaves_with_path(theirs)
@@ -49,24 +50,26 @@ def assert_same_state(ours, theirs, dtype):
     where = jax.tree_util.keystr(path)
     assert a.dtype == b.dtype, f"{where}: {a.dtype} vs Optax's {b.dtype}"
     assert a.shape == b.shape, f"{where}: {a.shape} vs Optax's {b.shape}"
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **tolerance(dtype),
-                               err_msg=where)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                               **(tolerance(dtype) if tol is None else tol), err_msg=where)
 
 
-def compare(make, params, dtype, extra_args=False, reshape_theirs=False):
+def compare(make, params, dtype, extra_args=False, reshape_theirs=False, tol=None,
+            steps=STEPS):
   """Trajectories and final states of ``make(gtx)`` and ``make(optax)`` agree; returns
   gradtx's final state.
 
   ``reshape_theirs``: Optax's params are reshaped to ours' before comparing (for a
-  transform where Optax changes a leaf's shape; sizes must still agree).
+  transform where Optax changes a leaf's shape; sizes must still agree). ``tol``
+  overrides the default tolerance of ``dtype``; ``steps`` the number of steps.
   """
-  ours, state_ours = trajectory(make(gtx), params, extra_args=extra_args,
+  ours, state_ours = trajectory(make(gtx), params, steps, extra_args=extra_args,
                                 return_state=True)
-  theirs, state_theirs = trajectory(make(optax), params, extra_args=extra_args,
+  theirs, state_theirs = trajectory(make(optax), params, steps, extra_args=extra_args,
                                     return_state=True)
   if reshape_theirs:
     theirs = [jax.tree.map(lambda a, b: b.reshape(a.shape), o, t)
               for o, t in zip(ours, theirs)]
-  assert_trajectories_close(ours, theirs, dtype)
-  assert_same_state(state_ours, state_theirs, dtype)
+  assert_trajectories_close(ours, theirs, dtype, tol)
+  assert_same_state(state_ours, state_theirs, dtype, tol)
   return state_ours

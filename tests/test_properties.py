@@ -200,6 +200,13 @@ TRANSFORMS = {
     "fromage": lambda: gtx.fromage(LR),
     "scale_by_sm3": lambda: gtx.scale_by_sm3(),
     "sm3": lambda: gtx.sm3(LR),
+    # min_dim_size_to_factor=2: the (2, 3) matrix is factored, the scalar is not.
+    "scale_by_factored_rms/factored": lambda: gtx.scale_by_factored_rms(
+        min_dim_size_to_factor=2),
+    # dtype_momentum=None: the momentum in the params' dtype (float64 with float64 params).
+    "adafactor/momentum_decay": lambda: gtx.adafactor(
+        LR, min_dim_size_to_factor=2, momentum=0.9, dtype_momentum=None,
+        weight_decay_rate=0.1, weight_decay_mask=not_scalar),
     "scale_by_polyak": lambda: _fed_the_loss(gtx.scale_by_polyak(max_learning_rate=LR)),
     "polyak_sgd/sps+": lambda: _fed_the_loss(gtx.polyak_sgd(LR, variant="sps+")),
     # param_dtype=None: the initial params kept in their own dtype.

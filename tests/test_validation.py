@@ -179,6 +179,16 @@ SPECS = {
     "fromage": ({}, dict(learning_rate=(0.25, NONNEG), min_norm=(2.0**-10, NONNEG))),
     "scale_by_sm3": ({}, dict(b1=(0.75, DECAY), b2=(0.875, DECAY), eps=(2.0**-10, NONNEG))),
     "sm3": ({}, dict(learning_rate=(0.25, NONNEG), momentum=(0.75, DECAY))),
+    # decay_rate: the exponent c of 1 - t**-c; min_dim_size_to_factor=2 factors "w".
+    "scale_by_factored_rms": ({}, dict(decay_rate=(0.75, NONNEG),
+                                       step_offset=(0, ("integer", 0)),
+                                       min_dim_size_to_factor=(2, ("integer", 0)),
+                                       epsilon=(2.0**-20, NONNEG))),
+    "adafactor": ({}, dict(learning_rate=(0.25, NONNEG),
+                           min_dim_size_to_factor=(2, ("integer", 0)),
+                           decay_rate=(0.75, NONNEG), decay_offset=(0, ("integer", 0)),
+                           clipping_threshold=(1.0, "(0, inf]"), momentum=(0.75, UNIT),
+                           weight_decay_rate=(0.125, NONNEG), eps=(2.0**-20, NONNEG))),
     "scale_by_polyak": ({}, dict(f_min=(-0.5, "(-inf, inf)"),
                                  max_learning_rate=(0.5, "[0, inf]"), eps=(2.0**-10, NONNEG))),
     "polyak_sgd": ({}, dict(max_learning_rate=(0.5, "[0, inf]"), scaling=(0.25, NONNEG),
@@ -202,6 +212,9 @@ STATIC = {("scale_by_lbfgs", "memory_size"), ("lbfgs", "memory_size"),
           ("newton", "max_params"), ("scale_by_newton", "max_params"),
           ("hessian_free", "seed"), ("hessian_free", "cg_max_iters"),
           ("scale_by_hessian_free", "seed"), ("scale_by_hessian_free", "cg_max_iters")}
+# issue 17-optimizers-b: which arrays are factored is decided from shapes, in Python.
+STATIC |= {("scale_by_factored_rms", "min_dim_size_to_factor"),
+           ("adafactor", "min_dim_size_to_factor")}
 
 # Public constructors without numeric hyperparameters of their own.
 NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",

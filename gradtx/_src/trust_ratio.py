@@ -18,9 +18,9 @@ from gradtx._src.adam import ADAM_SPECS, scale_by_adam
 from gradtx._src.combine import chain, masked
 from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.leafwise import leafwise, map_leaves
-from gradtx._src.momentum import add_momentum
 from gradtx._src.numerics import safe_norm, safe_root_mean_squares
 from gradtx._src.scaling import add_decayed_weights, scale_by_learning_rate
+from gradtx._src.traces import trace
 from gradtx._src.tree.math import tree_norm
 
 # Optax's name for the state of scale_by_trust_ratio, which keeps nothing.
@@ -128,7 +128,7 @@ def lars(learning_rate: base.ScalarOrSchedule, weight_decay: base.ScalarOrSchedu
       masked(scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps),
              trust_ratio_mask),
       scale_by_learning_rate(learning_rate),
-      add_momentum(momentum, nesterov=nesterov))
+      trace(decay=momentum, nesterov=nesterov))
 
 
 @hyperparameters(native=("learning_rate",), learning_rate="[0, inf)", min_norm="[0, inf)")
