@@ -134,10 +134,10 @@ def test_add_momentum_accumulator_dtype():
 def test_weakly_typed_float64_leaf_is_updated_in_float64():
   """Oracle: Optax's ``trace``. Under x64 a leaf made from a Python scalar
   (``jnp.array(3.0)``, or a bare ``3.0``) is a weakly typed float64; the protocol
-  promises that float64 params are updated in float64. gradtx's ``base.map_leaves``
-  chooses the compute dtype with ``jnp.result_type(u, *xs, jnp.float32)``, in which
-  float32 wins over a *weak* float64, so such leaves are computed in float32 and cast
-  back (``5.55`` becomes ``5.55000019``)."""
+  promises that float64 params are updated in float64. gradtx's ``map_leaves`` (now in
+  ``gradtx._src.leafwise``) once chose the compute dtype with ``jnp.result_type(u, *xs,
+  jnp.float32)``, in which float32 wins over a *weak* float64, so such leaves were
+  computed in float32 and cast back (``5.55`` became ``5.55000019``)."""
   with jax.enable_x64(True):
     params = {"weak_array": jnp.array(3.0), "python_float": 2.0,
               "strong": jnp.array([3.0, 2.0], jnp.float64)}

@@ -267,16 +267,3 @@ def check_same_structure(owner: str, updates: Updates, *trees: PyTree) -> None:
     other_def = jax.tree.structure(tree)
     if other_def != updates_def:
       raise structure_error(owner, updates_def, other_def)
-
-
-# Transitional names for modules not yet moved to the tree package.
-from gradtx._src.tree.casting import tree_full_like as full_like  # noqa: E402
-from gradtx._src.tree.casting import widest_float_dtype as scalar_dtype  # noqa: E402
-from gradtx._src.tree.math import (bias_correction_factor, safe_increment,  # noqa: E402
-                                   stacked_leaves, zero_count)
-from gradtx._src.tree.math import tree_where as tree_select  # noqa: E402
-
-
-def map_leaves(*args, **kwargs):
-  from gradtx._src.leafwise import map_leaves as lift  # pylint: disable=import-outside-toplevel
-  return lift(*args, **kwargs)

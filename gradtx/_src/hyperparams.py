@@ -188,31 +188,3 @@ def hyperparameters(*, native: Iterable[str] = (), schedules: bool = True, **spe
     return wrapped
 
   return decorate
-
-
-def accepts_schedules(native: Iterable[str] = (), static: Iterable[str] = ()):
-  """Lets every numeric hyperparameter of a transform factory be a schedule.
-
-  Hyperparameters named in ``native`` already take schedules (a learning rate) and those
-  in ``static`` are callables of another kind (a mask); they are passed through. If any
-  other argument is a schedule, the transform is built through :func:`inject_hyperparams`
-  with the schedules alone injected.
-  """
-  passthrough = set(native) | set(static)
-
-  def decorate(factory):
-    signature = inspect.signature(factory)
-
-    @functools.wraps(factory)
-    def wrapped(*args, **kwargs):
-      bound = validation.bind(factory.__name__, signature, args, kwargs)
-      scheduled = [name for name, value in bound.arguments.items()
-                   if name not in passthrough and validation.is_schedule(value)]
-      if not scheduled:
-        return factory(*args, **kwargs)
-      fixed = set(bound.arguments) - set(scheduled)
-      return inject_hyperparams(factory, static_args=fixed)(**bound.arguments)
-
-    return wrapped
-
-  return decorate

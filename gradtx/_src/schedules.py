@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from gradtx._src import validation
 from gradtx._src.base import Schedule
+from gradtx._src.hyperparams import hyperparameters
 
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
@@ -31,6 +32,7 @@ def constant_schedule(value: Any) -> Schedule:
   return lambda count: _as_float(value, count)
 
 
+@hyperparameters(schedules=False, transition_steps="[0, inf)", transition_begin="[0, inf)")
 def polynomial_schedule(init_value: Any, end_value: Any, power: Any, transition_steps: int,
                         transition_begin: int = 0) -> Schedule:
   """Polynomial transition from ``init_value`` (I) to ``end_value`` (E), as in Optax.
@@ -39,9 +41,6 @@ def polynomial_schedule(init_value: Any, end_value: Any, power: Any, transition_
   ``E`` for ``t >= B + T``, with ``T = transition_steps`` and ``B = transition_begin``.
   ``transition_steps=0`` disables the transition (the value stays ``I``), as in Optax.
   """
-  validation.check("polynomial_schedule",
-                   transition_steps=(transition_steps, "[0, inf)"),
-                   transition_begin=(transition_begin, "[0, inf)"))
   if transition_steps == 0:
     return constant_schedule(init_value)
 
@@ -56,15 +55,13 @@ def polynomial_schedule(init_value: Any, end_value: Any, power: Any, transition_
   return schedule
 
 
+@hyperparameters(schedules=False, transition_steps="[0, inf)", transition_begin="[0, inf)")
 def linear_schedule(init_value: Any, end_value: Any, transition_steps: int,
                     transition_begin: int = 0) -> Schedule:
   """Linear transition: ``I + (E - I) * clip(t - B, 0, T) / T`` (Optax numerics).
 
   :func:`polynomial_schedule` with ``power=1``.
   """
-  validation.check("linear_schedule",
-                   transition_steps=(transition_steps, "[0, inf)"),
-                   transition_begin=(transition_begin, "[0, inf)"))
   return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
 
 
@@ -91,14 +88,11 @@ def piecewise_constant_schedule(init_value: Any,
   return schedule
 
 
-def _check_decay(owner: str, transition_steps: Any, decay_rate: Any,
-                 transition_begin: Any) -> None:
-  validation.check(owner,
-                   transition_steps=(transition_steps, "(0, inf)"),
-                   decay_rate=(decay_rate, "(0, inf)"),
-                   transition_begin=(transition_begin, "[0, inf)"))
+# Exponential decay's hyperparameters (also those of the decay after a warmup).
+_DECAY = dict(transition_steps="(0, inf)", decay_rate="(0, inf)", transition_begin="[0, inf)")
 
 
+@hyperparameters(schedules=False, **_DECAY)
 def exponential_decay(init_value: Any, transition_steps: int, decay_rate: float,
                       transition_begin: int = 0, staircase: bool = False,
                       end_value: Optional[Any] = None) -> Schedule:
@@ -108,8 +102,6 @@ def exponential_decay(init_value: Any, transition_steps: int, decay_rate: float,
   the value drops at discrete intervals. ``end_value`` bounds the value: from below when
   ``decay_rate < 1``, from above when ``decay_rate >= 1`` (growth). Optax numerics.
   """
-  _check_decay("exponential_decay", transition_steps, decay_rate, transition_begin)
-
   def schedule(count):
     count = jnp.asarray(count)
     elapsed = count - transition_begin
@@ -125,6 +117,7 @@ def exponential_decay(init_value: Any, transition_steps: int, decay_rate: float,
   return schedule
 
 
+@hyperparameters(schedules=False, decay_steps="(0, inf)")
 def cosine_decay_schedule(init_value: Any, decay_steps: int, alpha: Any = 0.0,
                           exponent: Any = 1.0) -> Schedule:
   """``I * ((1 - alpha) * c**exponent + alpha)``, ``c = (1 + cos(pi * min(t, T)/T)) / 2``.
@@ -134,7 +127,6 @@ def cosine_decay_schedule(init_value: Any, decay_steps: int, alpha: Any = 0.0,
   Reference: Loshchilov & Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts,
   ICLR 2017.
   """
-  validation.check("cosine_decay_schedule", decay_steps=(decay_steps, "(0, inf)"))
   # A float avoids int32 overflow of `count / decay_steps` inside jit.
   decay_steps = float(decay_steps) if isinstance(decay_steps, int) else decay_steps
 
@@ -166,12 +158,13 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
   return schedule
 
 
-def _check_warmup(owner: str, warmup_steps: Any, decay_steps: Any) -> None:
-  validation.check(owner, warmup_steps=(warmup_steps, "[0, inf)"))
+def _check_decay_steps(owner: str, warmup_steps: Any, decay_steps: Any) -> None:
+  """``decay_steps`` is the total length, warmup included: the decay must last."""
   validation.in_interval(owner, "decay_steps - warmup_steps", decay_steps - warmup_steps,
                          "(0, inf)")
 
 
+@hyperparameters(schedules=False, warmup_steps="[0, inf)")
 def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps: int,
                                  decay_steps: int, end_value: Any = 0.0,
                                  exponent: Any = 1.0) -> Schedule:
@@ -181,7 +174,7 @@ def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps:
   ``decay_steps`` is the total length, warmup included: the cosine part lasts
   ``decay_steps - warmup_steps`` steps, with ``alpha = end_value / peak_value``.
   """
-  _check_warmup("warmup_cosine_decay_schedule", warmup_steps, decay_steps)
+  _check_decay_steps("warmup_cosine_decay_schedule", warmup_steps, decay_steps)
   alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
   return join_schedules(
       [linear_schedule(init_value, peak_value, warmup_steps),
@@ -189,6 +182,7 @@ def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps:
       [warmup_steps])
 
 
+@hyperparameters(schedules=False, warmup_steps="[0, inf)", **_DECAY)
 def warmup_exponential_decay_schedule(init_value: Any, peak_value: Any, warmup_steps: int,
                                       transition_steps: int, decay_rate: Any,
                                       transition_begin: int = 0, staircase: bool = False,
@@ -197,9 +191,6 @@ def warmup_exponential_decay_schedule(init_value: Any, peak_value: Any, warmup_s
   :func:`exponential_decay` from ``peak_value``, counting from the end of the warmup
   (Optax numerics).
   """
-  owner = "warmup_exponential_decay_schedule"
-  validation.check(owner, warmup_steps=(warmup_steps, "[0, inf)"))
-  _check_decay(owner, transition_steps, decay_rate, transition_begin)
   return join_schedules(
       [linear_schedule(init_value, peak_value, warmup_steps),
        exponential_decay(peak_value, transition_steps, decay_rate, transition_begin,
@@ -207,6 +198,7 @@ def warmup_exponential_decay_schedule(init_value: Any, peak_value: Any, warmup_s
       [warmup_steps])
 
 
+@hyperparameters(schedules=False, warmup_steps="[0, inf)")
 def warmup_linear(init_value: Any, peak_value: Any, warmup_steps: int, decay_steps: int,
                   end_value: Any = 0.0) -> Schedule:
   """Linear warmup, then linear decay (the BERT / transformers "linear" schedule).
@@ -220,13 +212,14 @@ def warmup_linear(init_value: Any, peak_value: Any, warmup_steps: int, decay_ste
     W <= t < D:  P + (E - P) * (t - W) / (D - W)
     t >= D:      E
   """
-  _check_warmup("warmup_linear", warmup_steps, decay_steps)
+  _check_decay_steps("warmup_linear", warmup_steps, decay_steps)
   return join_schedules(
       [linear_schedule(init_value, peak_value, warmup_steps),
        linear_schedule(peak_value, end_value, decay_steps - warmup_steps)],
       [warmup_steps])
 
 
+@hyperparameters(schedules=False, decay_rate="[0, inf)", transition_steps="(0, inf)")
 def inverse_time_decay(init_value: Any, decay_rate: Any, transition_steps: int = 1
                        ) -> Schedule:
   """``init_value / (1 + decay_rate * t / transition_steps)``.
@@ -234,10 +227,6 @@ def inverse_time_decay(init_value: Any, decay_rate: Any, transition_steps: int =
   The ``1/t`` annealing of stochastic approximation (Robbins & Monro 1951); the formula of
   Keras' ``InverseTimeDecay`` without staircase.
   """
-  validation.check("inverse_time_decay",
-                   decay_rate=(decay_rate, "[0, inf)"),
-                   transition_steps=(transition_steps, "(0, inf)"))
-
   def schedule(count):
     count = jnp.asarray(count)
     return _as_float(init_value / (1 + decay_rate * count / transition_steps), count)
@@ -245,13 +234,11 @@ def inverse_time_decay(init_value: Any, decay_rate: Any, transition_steps: int =
   return schedule
 
 
+@hyperparameters(schedules=False, every="int >= 1", factor="[0, inf)")
 def step_decay(init_value: Any, every: int, factor: Any = 0.5) -> Schedule:
   """``init_value * factor**floor(t / every)``: multiply by ``factor`` every ``every``
   steps (torch's ``StepLR`` with ``step_size=every``, ``gamma=factor``).
   """
-  validation.integer("step_decay", "every", every)
-  validation.check("step_decay", factor=(factor, "[0, inf)"))
-
   def schedule(count):
     count = jnp.asarray(count)
     return _as_float(init_value * jnp.power(factor, count // every), count)
@@ -259,6 +246,7 @@ def step_decay(init_value: Any, every: int, factor: Any = 0.5) -> Schedule:
   return schedule
 
 
+@hyperparameters(schedules=False, step_size="(0, inf)", gamma="(0, inf)")
 def cyclic_schedule(base_value: Any, max_value: Any, step_size: int,
                     mode: str = "triangular", gamma: Any = 1.0) -> Schedule:
   """Cyclical values between ``base_value`` and ``max_value`` (Smith 2017).
@@ -278,9 +266,6 @@ def cyclic_schedule(base_value: Any, max_value: Any, step_size: int,
   """
   if mode not in _CYCLIC_MODES:
     raise ValueError(f"cyclic_schedule: mode must be one of {_CYCLIC_MODES}, got {mode!r}")
-  validation.check("cyclic_schedule",
-                   step_size=(step_size, "(0, inf)"),
-                   gamma=(gamma, "(0, inf)"))
   cycle_length = 2 * step_size
 
   def schedule(count):

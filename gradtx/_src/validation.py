@@ -193,6 +193,8 @@ class Spec:
     elif self.kind == "choice":
       if not isinstance(value, str) or value not in self.argument:
         allowed = ", ".join(repr(c) for c in self.argument)
+        if self.optional:
+          allowed += " or None"
         raise ValueError(f"{owner}: {name} must be one of {allowed}, got {value!r}")
 
 

@@ -134,6 +134,7 @@ def _running_mean(u, acc, *, n):
   return mean, mean
 
 
+@hyperparameters(inner="transform")
 def accumulate_gradients(inner: base.GradientTransformation,
                          every_k: Union[int, Callable[[jax.Array], Any]]
                          ) -> base.GradientTransformation:
@@ -155,7 +156,7 @@ def accumulate_gradients(inner: base.GradientTransformation,
     every_k: micro-steps per inner step, an int >= 1, or a schedule ``k(gradient_step)``
       (as Optax's ``every_k_schedule``) to vary the effective batch size over training.
   """
-  validation.transform("accumulate_gradients", "inner", inner)
+  # every_k is an int >= 1 or a schedule of its own (no spec says "either"); not injected.
   if not callable(every_k):
     validation.integer("accumulate_gradients", "every_k", every_k)
   k_at = every_k if callable(every_k) else (lambda gradient_step: every_k)

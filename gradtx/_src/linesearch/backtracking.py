@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx._src import base, validation
-from gradtx._src.hyperparams import accepts_schedules
+from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.linesearch.common import check_extra_args, fn_kwargs, masked_scale
 from gradtx._src.tree.casting import tree_zeros_like, widest_float_dtype
 from gradtx._src.tree.math import (safe_increment, tree_add_scale_like, tree_real_vdot,
@@ -65,7 +65,10 @@ class _Backtrack(NamedTuple):
   iter_num: jax.Array
 
 
-@accepts_schedules()
+@hyperparameters(max_backtracking_steps="int >= 0", slope_rtol="[0, 1)",
+                 decrease_factor="(0, 1)", increase_factor="[1, inf]",
+                 max_learning_rate="(0, inf)", atol="[0, inf)", rtol="[0, inf)",
+                 curv_rtol="(0, 1) | None", store_grad="bool", verbose="bool")
 def scale_by_backtracking_linesearch(
     max_backtracking_steps: int,
     slope_rtol: float = 1e-4,
@@ -136,14 +139,7 @@ def scale_by_backtracking_linesearch(
     Programming 2013, section 4.2 (the weak Wolfe bracketing).
   """
   owner = "scale_by_backtracking_linesearch"
-  validation.integer(owner, "max_backtracking_steps", max_backtracking_steps, minimum=0)
-  validation.check(owner, slope_rtol=(slope_rtol, "[0, 1)"),
-                   decrease_factor=(decrease_factor, "(0, 1)"),
-                   increase_factor=(increase_factor, "[1, inf]"),
-                   max_learning_rate=(max_learning_rate, "(0, inf)"),
-                   atol=(atol, "[0, inf)"), rtol=(rtol, "[0, inf)"))
   if curv_rtol is not None:
-    validation.check(owner, curv_rtol=(curv_rtol, "(0, 1)"))
     validation.ordered(owner, "slope_rtol", slope_rtol, "curv_rtol", curv_rtol)
 
   def init(params):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx._src import base, validation
-from gradtx._src.hyperparams import accepts_schedules
+from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.linesearch.common import (check_initial_guess_strategy, initial_guess,
                                            initial_wolfe_state, masked_scale, pack_scalars,
                                            peeled_while_loop, wolfe_inputs)
@@ -177,7 +177,9 @@ def _unpack(vector: jax.Array) -> _Scalars:
   return _Scalars(*(vector[i] for i in range(len(_Scalars._fields))))
 
 
-@accepts_schedules()
+@hyperparameters(max_linesearch_steps="int >= 1", slope_rtol="[0, 1)", curv_rtol="(0, inf)",
+                 xtol="[0, inf)", max_learning_rate="(0, inf]",
+                 first_step_length="(0, inf) | None")
 def scale_by_more_thuente_linesearch(
     max_linesearch_steps: int = 20,
     slope_rtol: float = 1e-3,
@@ -237,13 +239,7 @@ def scale_by_more_thuente_linesearch(
     optimization, SIAM Journal on Scientific Computing 16(5), 1995 (L-BFGS-B).
   """
   owner = "scale_by_more_thuente_linesearch"
-  validation.integer(owner, "max_linesearch_steps", max_linesearch_steps)
-  validation.check(owner, slope_rtol=(slope_rtol, "[0, 1)"),
-                   curv_rtol=(curv_rtol, "(0, inf)"), xtol=(xtol, "[0, inf)"),
-                   max_learning_rate=(max_learning_rate, "(0, inf]"))
   validation.ordered(owner, "slope_rtol", slope_rtol, "curv_rtol", curv_rtol)
-  if first_step_length is not None:
-    validation.check(owner, first_step_length=(first_step_length, "(0, inf)"))
   check_initial_guess_strategy(owner, initial_guess_strategy)
 
   def init(params):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx._src import base, validation
-from gradtx._src.hyperparams import accepts_schedules
+from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.linesearch.common import (check_initial_guess_strategy, cond_print,
                                            initial_guess, initial_wolfe_state,
                                            masked_scale, pack_scalars, peeled_while_loop,
@@ -105,7 +105,10 @@ def _quadmin(a, fa, fpa, b, fb):
   return a - fpa / (2.0 * curvature)
 
 
-@accepts_schedules()
+@hyperparameters(max_linesearch_steps="int >= 1", tol="[0, inf)", increase_factor="(1, inf)",
+                 slope_rtol="[0, 1)", curv_rtol="(0, inf]", stepsize_precision="[0, inf)",
+                 max_learning_rate="(0, inf) | None", approx_dec_rtol="[0, inf) | None",
+                 verbose="bool")
 def scale_by_zoom_linesearch(
     max_linesearch_steps: int,
     max_learning_rate: float | None = None,
@@ -170,15 +173,7 @@ def scale_by_zoom_linesearch(
     Hager & Zhang, Algorithm 851: CG_DESCENT, ACM TOMS 2006 (approximate Wolfe).
   """
   owner = "scale_by_zoom_linesearch"
-  validation.integer(owner, "max_linesearch_steps", max_linesearch_steps)
-  validation.check(owner, tol=(tol, "[0, inf)"), increase_factor=(increase_factor, "(1, inf)"),
-                   slope_rtol=(slope_rtol, "[0, 1)"), curv_rtol=(curv_rtol, "(0, inf]"),
-                   stepsize_precision=(stepsize_precision, "[0, inf)"))
   validation.ordered(owner, "slope_rtol", slope_rtol, "curv_rtol", curv_rtol)
-  if max_learning_rate is not None:
-    validation.check(owner, max_learning_rate=(max_learning_rate, "(0, inf)"))
-  if approx_dec_rtol is not None:
-    validation.check(owner, approx_dec_rtol=(approx_dec_rtol, "[0, inf)"))
   check_initial_guess_strategy(owner, initial_guess_strategy)
 
   def init(params):

@@ -46,15 +46,13 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base, validation
+from gradtx._src import base
 from gradtx._src.combine import chain
-from gradtx._src.hyperparams import accepts_schedules
+from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.solvers.linalg import check_value_fn, conjugate_gradient_saving, ravel
 from gradtx._src.tree.casting import tree_cast_like, tree_zeros_like, widest_float_dtype
 from gradtx._src.tree.math import zero_count
 
-CURVATURES = ("hessian", "gauss_newton")
-PRECONDITIONERS = (None, "diagonal")
 WARM_START_DECAY = 0.95  # Martens 2010, section 4.5
 ARMIJO = 1e-2  # Martens 2010, section 4.6
 BACKTRACK_FACTOR = 0.8  # Martens 2010, section 4.6
@@ -168,18 +166,11 @@ def _backtrack(objective: Callable[[jax.Array], jax.Array], x: jax.Array, p: jax
   return jnp.where(accepted, a * p, 0), j
 
 
-def _check(owner: str, damping: Any, cg_max_iters: Any, cg_tol: Any, curvature: Any,
-           preconditioner: Any, seed: Any, cg_backtracking: Any) -> None:
-  validation.check(owner, damping=(damping, "(0, inf)"), cg_tol=(cg_tol, "[0, inf)"))
-  validation.integer(owner, "cg_max_iters", cg_max_iters)
-  validation.integer(owner, "seed", seed, minimum=0)
-  if curvature not in CURVATURES:
-    raise ValueError(f"{owner}: curvature must be one of {CURVATURES}, got {curvature!r}")
-  if not isinstance(cg_backtracking, bool):
-    raise ValueError(f"{owner}: cg_backtracking must be True or False, got {cg_backtracking!r}")
-  if preconditioner not in PRECONDITIONERS:
-    raise ValueError(f"{owner}: preconditioner must be one of {PRECONDITIONERS}, "
-                     f"got {preconditioner!r}")
+# The hyperparameters of scale_by_hessian_free and hessian_free (which adds linesearch).
+_SPECS = dict(damping="(0, inf)", cg_tol="[0, inf)", cg_max_iters="int >= 1", seed="int >= 0",
+              curvature="{'hessian', 'gauss_newton'}", cg_backtracking="bool",
+              preconditioner="{'diagonal'} | None", output_fn="callable | None",
+              loss_fn="callable | None")
 
 
 def _hessian_free_step(owner: str, damping: Any, cg_max_iters: int, cg_tol: Any,
@@ -291,8 +282,7 @@ def _hessian_free_step(owner: str, damping: Any, cg_max_iters: int, cg_tol: Any,
   return base.GradientTransformation(init, update)
 
 
-@accepts_schedules(static=("cg_max_iters", "curvature", "preconditioner", "output_fn",
-                           "loss_fn", "cg_backtracking"))
+@hyperparameters(**_SPECS)
 def scale_by_hessian_free(damping: float = 1.0, cg_max_iters: int = 50,
                           cg_tol: float = 5e-4, curvature: str = "hessian",
                           preconditioner: str | None = None,
@@ -316,16 +306,12 @@ def scale_by_hessian_free(damping: float = 1.0, cg_max_iters: int = 50,
   as extras or given here. The arguments are :func:`hessian_free`'s, but for
   ``linesearch``. The state is a :class:`HessianFreeState`.
   """
-  owner = "scale_by_hessian_free"
-  _check(owner, damping, cg_max_iters, cg_tol, curvature, preconditioner, seed,
-         cg_backtracking)
-  return _hessian_free_step(owner, damping, cg_max_iters, cg_tol, curvature,
-                            preconditioner, output_fn, loss_fn, seed, cg_backtracking,
-                            martens_search=False)
+  return _hessian_free_step("scale_by_hessian_free", damping, cg_max_iters, cg_tol,
+                            curvature, preconditioner, output_fn, loss_fn, seed,
+                            cg_backtracking, martens_search=False)
 
 
-@accepts_schedules(static=("cg_max_iters", "curvature", "linesearch", "preconditioner",
-                           "output_fn", "loss_fn", "cg_backtracking"))
+@hyperparameters(**_SPECS, linesearch="transform | None")
 def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5e-4,
                  curvature: str = "hessian",
                  linesearch: base.GradientTransformation | None = None,
@@ -373,10 +359,7 @@ def hessian_free(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: float = 5
       evaluation per iterate tried). Helps where truncated CG overshoots for the true
       objective (deep networks far from a minimum); off by default.
   """
-  owner = "hessian_free"
-  _check(owner, damping, cg_max_iters, cg_tol, curvature, preconditioner, seed,
-         cg_backtracking)
-  tx = _hessian_free_step(owner, damping, cg_max_iters, cg_tol, curvature, preconditioner,
-                          output_fn, loss_fn, seed, cg_backtracking,
+  tx = _hessian_free_step("hessian_free", damping, cg_max_iters, cg_tol, curvature,
+                          preconditioner, output_fn, loss_fn, seed, cg_backtracking,
                           martens_search=linesearch is None)
   return tx if linesearch is None else chain(tx, linesearch)

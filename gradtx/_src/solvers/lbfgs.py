@@ -23,8 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base, combine, scaling, validation
-from gradtx._src.hyperparams import accepts_schedules
+from gradtx._src import base, combine, scaling
+from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.linesearch import scale_by_zoom_linesearch
 from gradtx._src.tree.casting import tree_zeros_like, widest_float_dtype
 from gradtx._src.tree.math import (safe_increment, tree_add_scale_like, tree_norm,
@@ -79,7 +79,7 @@ def _two_loop(updates, diff_params_memory, diff_updates_memory, weights_memory,
   return vec
 
 
-@accepts_schedules()
+@hyperparameters(memory_size="int >= 1", scale_init_precond="bool")
 def scale_by_lbfgs(memory_size: int = 10,
                    scale_init_precond: bool = True) -> base.GradientTransformation:
   r"""The L-BFGS direction ``P_k u_k`` (Optax numerics; module docstring).
@@ -99,7 +99,6 @@ def scale_by_lbfgs(memory_size: int = 10,
     Nocedal & Wright, Numerical Optimization, 2nd ed., 2006, Algorithms 7.4 and 7.5.
   """
   owner = "scale_by_lbfgs"
-  validation.integer(owner, "memory_size", memory_size)
 
   def init(params):
     # Zeros computed from the params, so that under jit the memory takes their sharding
@@ -187,7 +186,9 @@ def scale_by_lbfgs(memory_size: int = 10,
   return base.GradientTransformation(init, update)
 
 
-@accepts_schedules(native=("learning_rate",))
+@hyperparameters(native=("learning_rate",), memory_size="int >= 1",
+                 learning_rate="[0, inf) | None", scale_init_precond="bool",
+                 linesearch="transform | None")
 def lbfgs(
     learning_rate: base.ScalarOrSchedule | None = None,
     memory_size: int = 10,
@@ -226,9 +227,6 @@ def lbfgs(
     Liu & Nocedal, Mathematical Programming 1989; Nocedal & Wright, Numerical
     Optimization, 2nd ed., 2006, Algorithms 7.4, 7.5.
   """
-  validation.integer("lbfgs", "memory_size", memory_size)
-  if learning_rate is not None:
-    validation.check("lbfgs", learning_rate=(learning_rate, "[0, inf)"))
   step = (scaling.scale(-1.0) if learning_rate is None
           else scaling.scale_by_learning_rate(learning_rate))
   return combine.chain(scale_by_lbfgs(memory_size, scale_init_precond), step,

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._src import base, validation
+from gradtx._src import base
+from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.tree.math import all_finite, global_norm, tree_where
 
 
@@ -164,6 +165,8 @@ def _as_int32(n: Any) -> Any:
   return np.int32(min(int(n), np.iinfo(np.int32).max))
 
 
+@hyperparameters(schedules=False, max_steps="int >= 0", tol="[0, inf)",
+                 stall_steps="int >= 1 | None")
 def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
              tx: base.GradientTransformation, *, max_steps: int = 500,
              tol: float = 1e-6, stall_steps: int | None = 10) -> MinimizeResult:
@@ -215,10 +218,6 @@ def minimize(fun: Callable[[base.Params], jax.Array], x0: base.Params,
 
     result = gtx.minimize(lambda w: jnp.sum((A @ w - b) ** 2), jnp.zeros(3), gtx.newton())
   """
-  validation.integer("minimize", "max_steps", max_steps, minimum=0)
-  validation.check("minimize", tol=(tol, "[0, inf)"))
-  if stall_steps is not None:
-    validation.integer("minimize", "stall_steps", stall_steps)
   if not isinstance(tx, tuple) or not (hasattr(tx, "init") and hasattr(tx, "update")):
     raise TypeError(f"minimize: tx must be a gradient transformation, got {tx!r}")
   for path, leaf in jax.tree_util.tree_leaves_with_path(x0):

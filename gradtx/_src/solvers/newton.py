@@ -34,9 +34,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base, validation
+from gradtx._src import base
 from gradtx._src.combine import chain
-from gradtx._src.hyperparams import accepts_schedules
+from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.linesearch import scale_by_backtracking_linesearch
 from gradtx._src.solvers.linalg import (check_value_fn, damped_cholesky, first_shift,
                                         num_params, ravel)
@@ -108,7 +108,7 @@ def _newton_direction(owner: str, damping: Any, max_params: int
   return base.GradientTransformation(init, update)
 
 
-@accepts_schedules(static=("max_params",))
+@hyperparameters(damping="[0, inf)", max_params="int >= 1")
 def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
                     ) -> base.GradientTransformation:
   """The damped Newton direction ``d = -(H + tau I)^-1 g``, refined when ``tau`` only
@@ -127,8 +127,6 @@ def scale_by_newton(damping: float = 1e-6, max_params: int = 5000
 
   The state is a :class:`NewtonState`.
   """
-  validation.check("scale_by_newton", damping=(damping, "[0, inf)"))
-  validation.integer("scale_by_newton", "max_params", max_params)
   return _newton_direction("scale_by_newton", damping, max_params)
 
 
@@ -167,7 +165,7 @@ def default_linesearch() -> base.GradientTransformation:
   return base.GradientTransformation(search.init, update)
 
 
-@accepts_schedules(static=("max_params", "linesearch"))
+@hyperparameters(damping="[0, inf)", max_params="int >= 1", linesearch="transform | None")
 def newton(damping: float = 1e-6, linesearch: base.GradientTransformation | None = None,
            max_params: int = 5000) -> base.GradientTransformation:
   """Damped Newton's method with a line search, for problems of up to a few thousand
@@ -199,7 +197,5 @@ def newton(damping: float = 1e-6, linesearch: base.GradientTransformation | None
 
   The state is ``(NewtonState, line search state)``.
   """
-  validation.check("newton", damping=(damping, "[0, inf)"))
-  validation.integer("newton", "max_params", max_params)
   return chain(_newton_direction("newton", damping, max_params),
                default_linesearch() if linesearch is None else linesearch)
