@@ -112,6 +112,7 @@ from gradtx._src.monitor import (MonitorState, SnapshotState, measure_with_ema, 
                                  snapshot)
 from gradtx._src.microbatch import microbatch
 from gradtx import microbatching
+from gradtx._src.multi_steps import ApplyEvery, MultiSteps, MultiStepsState, apply_every
 # --- issue 17-toplevel: add imports below this line ---
 from gradtx._src.base import (GradientTransformationExtraArgs, OptState,
                               TransformInitFn, TransformUpdateExtraArgsFn,
@@ -133,6 +134,14 @@ from gradtx._src.tree.math import (tree_update_infinity_moment as update_infinit
                                    update_moment_per_elem_norm)
 from gradtx._src.tree.state import tree_map_params
 # --- issue 17-contrib-a: add imports below this line ---
+from gradtx._src.cocob import COCOBState, cocob, scale_by_cocob
+from gradtx._src.dadapt import DAdaptAdamWState, dadapt_adamw
+from gradtx._src.dog import DoGState, DoWGState, dog, dowg
+from gradtx._src.mechanic import MechanicState, mechanize
+from gradtx._src.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
+from gradtx._src.prodigy import ProdigyState, prodigy
+from gradtx._src.schedule_free import (ScheduleFreeState, schedule_free, schedule_free_adamw,
+                                       schedule_free_eval_params, schedule_free_sgd)
 # --- issue 17-contrib-b: add imports below this line ---
 from gradtx import contrib, transforms, tree, tree_utils
 

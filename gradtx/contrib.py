@@ -3,11 +3,26 @@ names, signatures and numerics (``import gradtx as optax`` then ``optax.contrib.
 They are exported at the top level too."""
 
 # --- issue 17-contrib-a: add imports below this line ---
+from gradtx._src.cocob import COCOBState, cocob, scale_by_cocob
+from gradtx._src.dadapt import DAdaptAdamWState, dadapt_adamw
+from gradtx._src.dog import DoGState, DoWGState, dog, dowg
+from gradtx._src.mechanic import MechanicState, mechanize
+from gradtx._src.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
+from gradtx._src.prodigy import ProdigyState, prodigy
+from gradtx._src.schedule_free import (ScheduleFreeState, schedule_free, schedule_free_adamw,
+                                       schedule_free_eval_params, schedule_free_sgd)
 # --- issue 17-contrib-b: add imports below this line ---
 from gradtx._src.reduce_on_plateau import ReduceOnPlateauState, reduce_on_plateau
 
+ReduceLROnPlateauState = ReduceOnPlateauState  # optax.contrib's name for the same state
+
 __all__ = [
-    "ReduceOnPlateauState", "reduce_on_plateau",
+    "ReduceLROnPlateauState", "ReduceOnPlateauState", "reduce_on_plateau",
     # --- issue 17-contrib-a: add names below this line ---
+    "COCOBState", "cocob", "scale_by_cocob", "DAdaptAdamWState", "dadapt_adamw",
+    "DoGState", "DoWGState", "dog", "dowg", "MechanicState", "mechanize",
+    "MuonDimensionNumbers", "MuonState", "muon", "scale_by_muon", "ProdigyState",
+    "prodigy", "ScheduleFreeState", "schedule_free", "schedule_free_adamw",
+    "schedule_free_eval_params", "schedule_free_sgd",
     # --- issue 17-contrib-b: add names below this line ---
 ]

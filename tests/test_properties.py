@@ -224,6 +224,11 @@ TRANSFORMS = {
     "zero_nans": lambda: gtx.chain(gtx.zero_nans(), gtx.sgd(LR)),
     "ema": lambda: gtx.chain(gtx.ema(0.9), gtx.scale(-LR)),
     "trace/nesterov": lambda: gtx.chain(gtx.trace(0.9, nesterov=True), gtx.scale(-LR)),
+    "apply_every": lambda: gtx.chain(gtx.sgd(LR), gtx.apply_every(2)),
+    # accumulator_dtype=None (the params' dtype or float32): the default float32, Optax's,
+    # keeps float64 params' running mean in float32, which the float64 test rejects.
+    "MultiSteps": lambda: gtx.MultiSteps(gtx.sgd(LR, momentum=0.9), 2,
+                                         accumulator_dtype=None).gradient_transformation(),
     # sgd, not adam: Adam's sqrt(nu) of the frozen params' zero updates has no derivative.
     "freeze": lambda: gtx.chain(gtx.freeze(not_scalar), gtx.sgd(LR, momentum=0.9)),
     "selective_transform": lambda: gtx.selective_transform(
@@ -242,6 +247,23 @@ TRANSFORMS = {
     "multi_transform": lambda: gtx.multi_transform({"adam": gtx.sgd(LR),
                                                     "sgd": gtx.set_to_zero()}, group),
     # --- issue 17-contrib-a: add entries below this line ---
+    # Muon for the 2-D leaves only (None: passed through), Adam's job in muon.
+    "scale_by_muon": lambda: gtx.chain(gtx.contrib.scale_by_muon(
+        weight_dimension_numbers=lambda u: jax.tree.map(
+            lambda x: gtx.contrib.MuonDimensionNumbers() if jnp.ndim(x) == 2 else None, u)),
+        gtx.scale(-LR)),
+    "muon": lambda: gtx.contrib.muon(LR),
+    "schedule_free": lambda: gtx.contrib.schedule_free(gtx.adam(LR, b1=0.0), LR),
+    "schedule_free_sgd": lambda: gtx.contrib.schedule_free_sgd(LR, warmup_steps=2,
+                                                               weight_decay=0.1),
+    "schedule_free_adamw": lambda: gtx.contrib.schedule_free_adamw(LR),
+    "prodigy": lambda: gtx.contrib.prodigy(),
+    "dadapt_adamw": lambda: gtx.contrib.dadapt_adamw(),
+    "dog": lambda: gtx.contrib.dog(),
+    "dowg": lambda: gtx.contrib.dowg(),
+    "scale_by_cocob": lambda: gtx.contrib.scale_by_cocob(),
+    "cocob": lambda: gtx.contrib.cocob(weight_decay=0.1),
+    "mechanize": lambda: gtx.contrib.mechanize(gtx.sgd(LR, momentum=0.9)),
     # --- issue 17-contrib-b: add entries below this line ---
 }
 # Searches and solver loops are lax.while_loops, which jax.grad cannot differentiate
@@ -259,13 +281,14 @@ NAMES = list(TRANSFORMS)
 NOT_TRANSFORMS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                   "value_and_grad_from_state", "minimize",
                   # --- issue 17: non-transform public functions below this line ---
-                  "skip_not_finite", "skip_large_updates", "microbatch",
-                  "per_example_global_norm_clip", "per_example_layer_norm_clip",
+                  "schedule_free_eval_params",
                   "init_empty_state", "incremental_update", "periodic_update",
                   "safe_increment", "safe_int32_increment", "safe_norm",
                   "safe_root_mean_squares", "scale_gradient", "matrix_inverse_pth_root",
                   "nnls", "power_iteration", "multi_normal", "update_moment",
                   "update_infinity_moment", "update_moment_per_elem_norm", "tree_map_params",
+                  "per_example_global_norm_clip", "per_example_layer_norm_clip",
+                  "skip_not_finite", "skip_large_updates", "microbatch",
                   "state_shardings",
                   *(set(gtx.schedules.__all__) - {"reduce_on_plateau"}),
                   *getattr(getattr(gtx, "losses", None), "__all__", ())}

@@ -202,8 +202,43 @@ SPECS = {
     "trace": ({}, dict(decay=(0.75, DECAY))),
     "ema": ({}, dict(decay=(0.75, UNIT))),
     "measure_with_ema": ({"measure": gtx.global_norm}, dict(decay=(0.75, UNIT))),
+    "apply_every": ({}, dict(k=(2, ("integer", 1)))),
     # --- issue 17-toplevel: add entries below this line ---
     # --- issue 17-contrib-a: add entries below this line ---
+    "scale_by_muon": ({"weight_dimension_numbers": lambda u: jax.tree.map(
+        lambda x: gtx.contrib.MuonDimensionNumbers() if jnp.ndim(x) == 2 else None, u)},
+        dict(ns_steps=(3, ("integer", 0)), beta=(0.75, UNIT), eps=(2.0**-10, NONNEG))),
+    "muon": ({}, dict(learning_rate=(0.25, NONNEG), ns_steps=(3, ("integer", 0)),
+                      beta=(0.75, UNIT), eps=(2.0**-10, NONNEG), weight_decay=(0.125, NONNEG),
+                      adam_b1=(0.75, UNIT), adam_b2=(0.875, UNIT),
+                      adam_eps_root=(2.0**-20, NONNEG), adam_weight_decay=(0.125, NONNEG),
+                      adam_learning_rate=(0.125, NONNEG), consistent_rms=(0.25, NONNEG))),
+    "schedule_free": ({"base_optimizer": gtx.sgd(0.25)},
+                      dict(learning_rate=(0.25, NONNEG), b1=(0.75, "(0, 1]"),
+                           weight_lr_power=(2.0, NONNEG))),
+    "schedule_free_sgd": ({}, dict(learning_rate=(0.25, NONNEG),
+                                   warmup_steps=(2, ("integer", 1)), b1=(0.75, "(0, 1]"),
+                                   weight_decay=(0.125, NONNEG), weight_lr_power=(2.0, NONNEG))),
+    "schedule_free_adamw": ({}, dict(learning_rate=(0.25, NONNEG),
+                                     warmup_steps=(2, ("integer", 1)), b1=(0.75, "(0, 1]"),
+                                     b2=(0.875, UNIT), eps=(2.0**-10, NONNEG),
+                                     weight_decay=(0.125, NONNEG),
+                                     weight_lr_power=(2.0, NONNEG))),
+    "prodigy": ({}, dict(learning_rate=(0.25, NONNEG), beta3=(0.75, UNIT),
+                         eps=(2.0**-10, NONNEG), estim_lr0=(2.0**-10, "(0, inf)"),
+                         estim_lr_coef=(0.5, NONNEG), weight_decay=(0.125, NONNEG))),
+    "dadapt_adamw": ({}, dict(learning_rate=(0.25, NONNEG), eps=(2.0**-10, NONNEG),
+                              estim_lr0=(2.0**-10, "(0, inf)"), weight_decay=(0.125, NONNEG))),
+    "dog": ({}, dict(learning_rate=(0.25, NONNEG), eps=(2.0**-10, NONNEG),
+                     weight_decay=(0.125, NONNEG))),
+    "dowg": ({}, dict(learning_rate=(0.25, NONNEG), init_estim_sq_dist=(0.25, "(0, inf)"),
+                      eps=(2.0**-10, "(0, inf)"), weight_decay=(0.125, NONNEG))),
+    "scale_by_cocob": ({}, dict(alpha=(64.0, "(0, inf)"), eps=(2.0**-10, "(0, inf)"))),
+    "cocob": ({}, dict(learning_rate=(0.25, NONNEG), alpha=(64.0, "(0, inf)"),
+                       eps=(2.0**-10, "(0, inf)"), weight_decay=(0.125, NONNEG))),
+    "mechanize": ({"base_optimizer": gtx.sgd(0.25)},
+                  dict(weight_decay=(0.125, NONNEG), eps=(2.0**-10, "(0, inf)"),
+                       s_init=(2.0**-10, "(0, inf)"), num_betas=(3, ("integer", 1)))),
     # --- issue 17-contrib-b: add entries below this line ---
 }
 # Hyperparameters that set a shape or a Python-level size: they must be concrete, so the
@@ -215,6 +250,10 @@ STATIC = {("scale_by_lbfgs", "memory_size"), ("lbfgs", "memory_size"),
 # issue 17-optimizers-b: which arrays are factored is decided from shapes, in Python.
 STATIC |= {("scale_by_factored_rms", "min_dim_size_to_factor"),
            ("adafactor", "min_dim_size_to_factor")}
+# issue 17-contrib-a: loop lengths, array sizes and the warmup schedules' lengths are
+# Python numbers.
+STATIC |= {("scale_by_muon", "ns_steps"), ("muon", "ns_steps"), ("mechanize", "num_betas"),
+           ("schedule_free_sgd", "warmup_steps"), ("schedule_free_adamw", "warmup_steps")}
 
 # Public constructors without numeric hyperparameters of their own.
 NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",
@@ -238,14 +277,15 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
 NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                     "value_and_grad_from_state", "minimize",
                     # --- issue 17: non-transform public functions below this line ---
-                    "skip_not_finite", "skip_large_updates", "microbatch",
-                    "per_example_global_norm_clip", "per_example_layer_norm_clip",
+                    "schedule_free_eval_params",
                     "init_empty_state", "incremental_update", "periodic_update",
                     "safe_increment", "safe_int32_increment", "safe_norm",
                     "safe_root_mean_squares", "scale_gradient", "matrix_inverse_pth_root",
                     "nnls", "power_iteration", "multi_normal", "update_moment",
                     "update_infinity_moment", "update_moment_per_elem_norm",
                     "tree_map_params",
+                    "per_example_global_norm_clip", "per_example_layer_norm_clip",
+                    "skip_not_finite", "skip_large_updates", "microbatch",
                     "state_shardings",
                     *(set(gtx.schedules.__all__) - {"reduce_on_plateau"}),
                     *getattr(getattr(gtx, "losses", None), "__all__", ())}
