@@ -112,7 +112,6 @@ from gradtx._src.monitor import (MonitorState, SnapshotState, measure_with_ema, 
                                  snapshot)
 from gradtx._src.microbatch import microbatch
 from gradtx import microbatching
-from gradtx._src.multi_steps import ApplyEvery, MultiSteps, MultiStepsState, apply_every
 # --- issue 17-toplevel: add imports below this line ---
 from gradtx._src.base import (GradientTransformationExtraArgs, OptState,
                               TransformInitFn, TransformUpdateExtraArgsFn,
