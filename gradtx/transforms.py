@@ -14,6 +14,7 @@ from gradtx._src.skip import (NonNegativeParamsState, ShouldSkipUpdateFunction,
 from gradtx._src.traces import EmaState, TraceState, ema, trace
 from gradtx._src.monitor import (MonitorState, SnapshotState, measure_with_ema, monitor,
                                  snapshot)
+from gradtx._src.multi_steps import MultiSteps, MultiStepsState
 # --- issue 17-optimizers-b: add imports below this line ---
 from gradtx._src.adaptive_clipping import (adaptive_grad_clip, clip_by_block_rms,
                                            unitwise_clip, unitwise_norm)
@@ -25,7 +26,8 @@ __all__ = [
     "chain", "masked", "named_chain", "partition",
     # --- issue 17-transforms: add names below this line ---
     "ConditionFn", "ConditionallyMaskState", "ConditionallyTransformState", "EmaState",
-    "MonitorState", "NonNegativeParamsState", "ShouldSkipUpdateFunction", "SnapshotState",
+    "MonitorState", "MultiSteps", "MultiStepsState", "NonNegativeParamsState",
+    "ShouldSkipUpdateFunction", "SnapshotState",
     "TraceState", "ZeroNansState", "conditionally_mask", "conditionally_transform", "ema",
     "freeze", "keep_params_nonnegative", "measure_with_ema", "monitor",
     "selective_transform", "skip_large_updates", "skip_not_finite", "snapshot", "trace",

@@ -224,6 +224,11 @@ TRANSFORMS = {
     "zero_nans": lambda: gtx.chain(gtx.zero_nans(), gtx.sgd(LR)),
     "ema": lambda: gtx.chain(gtx.ema(0.9), gtx.scale(-LR)),
     "trace/nesterov": lambda: gtx.chain(gtx.trace(0.9, nesterov=True), gtx.scale(-LR)),
+    "apply_every": lambda: gtx.chain(gtx.sgd(LR), gtx.apply_every(2)),
+    # accumulator_dtype=None (the params' dtype or float32): the default float32, Optax's,
+    # keeps float64 params' running mean in float32, which the float64 test rejects.
+    "MultiSteps": lambda: gtx.MultiSteps(gtx.sgd(LR, momentum=0.9), 2,
+                                         accumulator_dtype=None).gradient_transformation(),
     # sgd, not adam: Adam's sqrt(nu) of the frozen params' zero updates has no derivative.
     "freeze": lambda: gtx.chain(gtx.freeze(not_scalar), gtx.sgd(LR, momentum=0.9)),
     "selective_transform": lambda: gtx.selective_transform(

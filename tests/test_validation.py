@@ -202,6 +202,7 @@ SPECS = {
     "trace": ({}, dict(decay=(0.75, DECAY))),
     "ema": ({}, dict(decay=(0.75, UNIT))),
     "measure_with_ema": ({"measure": gtx.global_norm}, dict(decay=(0.75, UNIT))),
+    "apply_every": ({}, dict(k=(2, ("integer", 1)))),
     # --- issue 17-toplevel: add entries below this line ---
     # --- issue 17-contrib-a: add entries below this line ---
     "scale_by_muon": ({"weight_dimension_numbers": lambda u: jax.tree.map(

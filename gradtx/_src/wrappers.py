@@ -117,8 +117,9 @@ class AccumulateGradientsState(NamedTuple):
     mini_step: micro-steps accumulated since the last inner step.
     gradient_step: inner steps taken so far (the count an ``every_k`` schedule reads).
     inner_opt_state: the inner transform's state.
-    acc_grads: the running mean of this cycle's updates, in the params' dtype or
-      float32, whichever is wider.
+    acc_grads: the running mean (or sum) of this cycle's updates, in
+      ``accumulator_dtype`` (by default the params' dtype or float32, whichever is
+      wider).
   """
 
   mini_step: jax.Array
@@ -134,9 +135,17 @@ def _running_mean(u, acc, *, n):
   return mean, mean
 
 
-@hyperparameters(inner="transform")
+def _running_sum(u, acc, *, n):
+  """The sum of ``n`` values plus one more, for the inner transform and the state."""
+  del n
+  total = u + acc
+  return total, total
+
+
+@hyperparameters(inner="transform", use_grad_mean="bool", accumulator_dtype="dtype | None")
 def accumulate_gradients(inner: base.GradientTransformation,
-                         every_k: Union[int, Callable[[jax.Array], Any]]
+                         every_k: Union[int, Callable[[jax.Array], Any]], *,
+                         use_grad_mean: bool = True, accumulator_dtype: Any = None
                          ) -> base.GradientTransformation:
   """Gradient accumulation: one inner step on the mean of ``every_k`` micro-steps.
 
@@ -147,33 +156,44 @@ def accumulate_gradients(inner: base.GradientTransformation,
     acc <- acc + (u - acc) / (mini_step + 1)
     emit inner(acc) if mini_step == k - 1 else 0
 
-  Reference: Optax's ``MultiSteps`` with ``use_grad_mean=True``. One deliberate
-  departure: the mean is kept in the params' dtype when that is wider than float32
-  (Optax keeps float32), so float64 training stays float64.
+  With ``use_grad_mean=False`` the updates are summed instead (``acc <- acc + u``).
+
+  Reference: Optax's ``MultiSteps`` (:class:`~gradtx.MultiSteps` is this transform under
+  Optax's class interface). One deliberate departure by default: the mean is kept in the
+  params' dtype when that is wider than float32 (Optax keeps float32), so float64
+  training stays float64; ``accumulator_dtype`` chooses another.
 
   Args:
     inner: the transform to run on the accumulated mean; a gradtx or a plain Optax one.
     every_k: micro-steps per inner step, an int >= 1, or a schedule ``k(gradient_step)``
       (as Optax's ``every_k_schedule``) to vary the effective batch size over training.
+    use_grad_mean: average the micro-steps' updates (else sum them).
+    accumulator_dtype: the dtype of ``acc_grads``; ``None``: the params' dtype or
+      float32, whichever is wider.
   """
   # every_k is an int >= 1 or a schedule of its own (no spec says "either"); not injected.
   if not callable(every_k):
     validation.integer("accumulate_gradients", "every_k", every_k)
   k_at = every_k if callable(every_k) else (lambda gradient_step: every_k)
+  accumulate = _running_mean if use_grad_mean else _running_sum
+
+  def acc_dtype(p):
+    if accumulator_dtype is None:
+      return jnp.result_type(p, jnp.float32)
+    return jax.dtypes.canonicalize_dtype(accumulator_dtype)
 
   def init(params):
     return AccumulateGradientsState(
         mini_step=zero_count(),
         gradient_step=zero_count(),
         inner_opt_state=inner.init(params),
-        acc_grads=jax.tree.map(
-            lambda p: tree_zeros_like(p, jnp.result_type(p, jnp.float32)), params))
+        acc_grads=jax.tree.map(lambda p: tree_zeros_like(p, acc_dtype(p)), params))
 
   def update(updates, state, params=None, **extra_args):
     # In the counters' dtype, so that an int64 k under x64 cannot change the state's type.
     k = jnp.asarray(k_at(state.gradient_step), state.mini_step.dtype)
-    mean, acc_grads = map_leaves("accumulate_gradients", _running_mean, updates,
-                                      state.acc_grads, n=state.mini_step)
+    mean, acc_grads = map_leaves("accumulate_gradients", accumulate, updates,
+                                 state.acc_grads, n=state.mini_step)
     emit = state.mini_step == k - 1
 
     def step():
