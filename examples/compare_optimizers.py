@@ -85,7 +85,21 @@ OPTIMIZERS: dict[str, tuple[str, Callable[[int], gtx.GradientTransformation]]] =
     # mini-batch projections: the paper's 1e-9 never holds here, 1e-3 does early on.
     "swats": ("SWATS (Adam, then SGD at the projected lr), lr 1e-3, switch_tol 1e-3",
               lambda total: gtx.swats(1e-3, switch_tol=1e-3)),
+    "lion": ("Lion, lr 3e-4, weight decay 1e-3", lambda total: gtx.lion(3e-4)),
+    "adafactor": ("Adafactor (factored second moments), lr 1e-2",
+                  lambda total: gtx.adafactor(1e-2)),
+    "lamb": ("LAMB (Adam with layer-wise trust ratios), lr 1e-2", lambda total: gtx.lamb(1e-2)),
+    "muon": ("Muon (orthogonalised momentum; Adam for vectors), lr 2e-2",
+             lambda total: gtx.muon(2e-2)),
+    "schedule_free_adamw": ("Schedule-free AdamW, lr 3e-3, warmup 5% (evaluated at x)",
+                            lambda total: gtx.schedule_free_adamw(
+                                3e-3, warmup_steps=max(1, total // 20))),
 }
+
+
+# Optimizers whose params to evaluate are not the ones they train (schedule-free: the
+# averaged iterate x, not the interpolation y the gradients are taken at).
+EVAL_PARAMS = {"schedule_free_adamw": gtx.schedule_free_eval_params}
 
 
 def load_data(seed: int):
@@ -165,7 +179,9 @@ def train(name: str, make_tx, data, args) -> dict:
       "name": name,
       "description": OPTIMIZERS[name][0],
       "final_train_loss": epoch_losses[-1],
-      "test_accuracy": float(accuracy(graphdef, params, x_test, y_test)),
+      "test_accuracy": float(accuracy(
+          graphdef, EVAL_PARAMS.get(name, lambda state, p: p)(opt_state, params), x_test,
+          y_test)),
       # The first step includes compilation; the median of the rest is the step's cost.
       "median_step_ms": 1e3 * float(np.median(step_times[1:] or step_times)),
       "state_bytes": state_bytes(opt_state),

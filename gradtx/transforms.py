@@ -3,6 +3,10 @@ signatures and numerics. They are exported at the top level too."""
 
 from gradtx._src.combine import (MaskedNode, MaskedState, PartitionState, chain, masked,
                                  named_chain, partition)
+from gradtx._src.clipping import clip, clip_by_global_norm
+from gradtx._src.flatten import flatten
+from gradtx._src.noise import AddNoiseState, add_noise
+from gradtx._src.scaling import add_decayed_weights
 from gradtx._src.wrappers import (ApplyIfFiniteState, apply_if_finite)
 # --- issue 17-transforms: add imports below this line ---
 from gradtx._src.conditional import (ConditionFn, ConditionallyMaskState,
@@ -22,7 +26,8 @@ from gradtx._src.per_example_clipping import (per_example_global_norm_clip,
                                               per_example_layer_norm_clip)
 
 __all__ = [
-    "ApplyIfFiniteState", "MaskedNode", "MaskedState", "PartitionState", "apply_if_finite",
+    "AddNoiseState", "ApplyIfFiniteState", "MaskedNode", "add_decayed_weights", "add_noise",
+    "clip", "clip_by_global_norm", "flatten", "MaskedState", "PartitionState", "apply_if_finite",
     "chain", "masked", "named_chain", "partition",
     # --- issue 17-transforms: add names below this line ---
     "ConditionFn", "ConditionallyMaskState", "ConditionallyTransformState", "EmaState",
