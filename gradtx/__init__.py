@@ -143,6 +143,12 @@ from gradtx._src.prodigy import ProdigyState, prodigy
 from gradtx._src.schedule_free import (ScheduleFreeState, schedule_free, schedule_free_adamw,
                                        schedule_free_eval_params, schedule_free_sgd)
 # --- issue 17-contrib-b: add imports below this line ---
+# --- issue 17-contrib-c: add imports below this line ---
+# --- issue 17-contrib-d: add imports below this line ---
+# --- issue 17-contrib-e: add imports below this line ---
+# --- issue 17-torch: add imports below this line ---
+# --- issue 17-submodules: add imports below this line ---
+# --- issue 18-pack: add imports below this line ---
 from gradtx import contrib, transforms, tree, tree_utils
 
 __version__ = "0.1.0"

@@ -12,6 +12,9 @@ from gradtx._src.prodigy import ProdigyState, prodigy
 from gradtx._src.schedule_free import (ScheduleFreeState, schedule_free, schedule_free_adamw,
                                        schedule_free_eval_params, schedule_free_sgd)
 # --- issue 17-contrib-b: add imports below this line ---
+# --- issue 17-contrib-c: add imports below this line ---
+# --- issue 17-contrib-d: add imports below this line ---
+# --- issue 17-contrib-e: add imports below this line ---
 from gradtx._src.reduce_on_plateau import ReduceOnPlateauState, reduce_on_plateau
 
 ReduceLROnPlateauState = ReduceOnPlateauState  # optax.contrib's name for the same state
@@ -25,4 +28,7 @@ __all__ = [
     "prodigy", "ScheduleFreeState", "schedule_free", "schedule_free_adamw",
     "schedule_free_eval_params", "schedule_free_sgd",
     # --- issue 17-contrib-b: add names below this line ---
+    # --- issue 17-contrib-c: add names below this line ---
+    # --- issue 17-contrib-d: add names below this line ---
+    # --- issue 17-contrib-e: add names below this line ---
 ]

@@ -265,6 +265,12 @@ TRANSFORMS = {
     "cocob": lambda: gtx.contrib.cocob(weight_decay=0.1),
     "mechanize": lambda: gtx.contrib.mechanize(gtx.sgd(LR, momentum=0.9)),
     # --- issue 17-contrib-b: add entries below this line ---
+    # --- issue 17-contrib-c: add entries below this line ---
+    # --- issue 17-contrib-d: add entries below this line ---
+    # --- issue 17-contrib-e: add entries below this line ---
+    # --- issue 17-torch: add entries below this line ---
+    # --- issue 17-submodules: add entries below this line ---
+    # --- issue 18-pack: add entries below this line ---
 }
 # Searches and solver loops are lax.while_loops, which jax.grad cannot differentiate
 # (in Optax neither).

@@ -240,6 +240,12 @@ SPECS = {
                   dict(weight_decay=(0.125, NONNEG), eps=(2.0**-10, "(0, inf)"),
                        s_init=(2.0**-10, "(0, inf)"), num_betas=(3, ("integer", 1)))),
     # --- issue 17-contrib-b: add entries below this line ---
+    # --- issue 17-contrib-c: add entries below this line ---
+    # --- issue 17-contrib-d: add entries below this line ---
+    # --- issue 17-contrib-e: add entries below this line ---
+    # --- issue 17-torch: add entries below this line ---
+    # --- issue 17-submodules: add entries below this line ---
+    # --- issue 18-pack: add entries below this line ---
 }
 # Hyperparameters that set a shape or a Python-level size: they must be concrete, so the
 # test that traces every hyperparameter keeps them as numbers.
@@ -273,6 +279,12 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
                       "multi_transform",
                       # --- issue 17-contrib-a: add names below this line ---
                       # --- issue 17-contrib-b: add names below this line ---
+                      # --- issue 17-contrib-c: add names below this line ---
+                      # --- issue 17-contrib-d: add names below this line ---
+                      # --- issue 17-contrib-e: add names below this line ---
+                      # --- issue 17-torch: add names below this line ---
+                      # --- issue 17-submodules: add names below this line ---
+                      # --- issue 18-pack: add names below this line ---
 }
 NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                     "value_and_grad_from_state", "minimize",
