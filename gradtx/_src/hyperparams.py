@@ -58,6 +58,47 @@ def _as_hyperparam(value: Any, dtype: Any) -> Any:
   return array
 
 
+def split_hyperparams(owner: str, inner_factory: Callable[..., Any],
+                      static_args: Union[str, Iterable[str]],
+                      as_schedule: Callable[[Any], Any]) -> Callable[..., tuple[dict, ...]]:
+  """The argument classification :func:`inject_hyperparams` and
+  ``inject_stateful_hyperparams`` share.
+
+  Checks that ``static_args`` names parameters of ``inner_factory`` and returns
+  ``split(*args, **kwargs) -> (arguments, schedules, numbers, others)``: the call's
+  arguments with defaults applied, divided into schedules (``as_schedule(value)``, where
+  it is not None), numeric hyperparameters, and what passes to the factory unchanged
+  (booleans, the names in ``static_args``, anything else).
+  """
+  static_args = {static_args} if isinstance(static_args, str) else set(static_args)
+  signature = inspect.signature(inner_factory)
+  if not static_args.issubset(signature.parameters):
+    raise ValueError(f"{owner}: static_args {sorted(static_args)} are not all "
+                     f"parameters of {inner_factory.__name__}: {list(signature.parameters)}")
+
+  def split(*args, **kwargs):
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    schedules, numbers, others = {}, {}, {}
+    for name, value in bound.arguments.items():
+      static = name in static_args or isinstance(value, bool)
+      schedule = None if static else as_schedule(value)
+      if schedule is not None:
+        schedules[name] = schedule
+      elif not static and isinstance(value, (int, float, jax.Array, np.ndarray, np.number)):
+        numbers[name] = value
+      else:
+        others[name] = value
+    return bound.arguments, schedules, numbers, others
+
+  return split
+
+
+def _plain_schedule(value: Any) -> Any:
+  """``value`` if it is a schedule (a callable that is not a class), else None."""
+  return value if callable(value) and not isinstance(value, type) else None
+
+
 def inject_hyperparams(
     inner_factory: Callable[..., base.GradientTransformation],
     static_args: Union[str, Iterable[str]] = (),
@@ -84,28 +125,14 @@ def inject_hyperparams(
   ``hyperparam_dtype``, never in a low-precision params dtype: Adam's ``b2=0.999`` would
   round to 1.0 in bfloat16.
   """
-  static_args = {static_args} if isinstance(static_args, str) else set(static_args)
-  signature = inspect.signature(inner_factory)
-  if not static_args.issubset(signature.parameters):
-    raise ValueError(f"inject_hyperparams: static_args {sorted(static_args)} are not all "
-                     f"parameters of {inner_factory.__name__}: {list(signature.parameters)}")
+  split = split_hyperparams("inject_hyperparams", inner_factory, static_args,
+                            _plain_schedule)
 
   @functools.wraps(inner_factory)
   def wrapped(*args, **kwargs) -> base.GradientTransformation:
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    schedules, numbers, others = {}, {}, {}
-    for name, value in bound.arguments.items():
-      if name in static_args or isinstance(value, bool):
-        others[name] = value
-      elif callable(value) and not isinstance(value, type):
-        schedules[name] = value
-      elif isinstance(value, (int, float, jax.Array, np.ndarray, np.number)):
-        numbers[name] = value
-      else:
-        others[name] = value
+    arguments, schedules, numbers, others = split(*args, **kwargs)
     # Validate the concrete values once, with the factory's own messages.
-    inner_factory(**bound.arguments)
+    inner_factory(**arguments)
     dtype = hyperparam_dtype or jnp.result_type(float)
 
     def current(hyperparams, count):

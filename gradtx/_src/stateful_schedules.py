@@ -11,15 +11,14 @@ states of their schedules, in its state. Optax 0.2.8's names, fields and numeric
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Protocol, Union
 from typing import runtime_checkable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradtx._src import base
+from gradtx._src.hyperparams import split_hyperparams
 from gradtx._src.tree.casting import widest_float_dtype
 from gradtx._src.tree.math import safe_increment, zero_count
 
@@ -87,6 +86,15 @@ def _is_stateful(value: Any) -> bool:
           and callable(getattr(value, "update", None)))
 
 
+def _as_schedule(value: Any) -> Any:
+  """A stateful schedule as it is, a plain one wrapped, anything else None."""
+  if _is_stateful(value):
+    return value
+  if callable(value) and not isinstance(value, type):
+    return WrappedSchedule(value)
+  return None
+
+
 def _in_dtype(value: Any, dtype: Any) -> Any:
   """Floating values in ``dtype``, except arrays already strongly typed; others as
   they are (Optax's rule)."""
@@ -131,31 +139,14 @@ def inject_stateful_hyperparams(
   Raises:
     ValueError: ``static_args`` names a parameter the factory does not have.
   """
-  static_args = {static_args} if isinstance(static_args, str) else set(static_args)
-  signature = inspect.signature(inner_factory)
-  if not static_args.issubset(signature.parameters):
-    raise ValueError(
-        f"inject_stateful_hyperparams: static_args {sorted(static_args)} are not all "
-        f"parameters of {inner_factory.__name__}: {list(signature.parameters)}")
+  split = split_hyperparams("inject_stateful_hyperparams", inner_factory, static_args,
+                            _as_schedule)
 
   @functools.wraps(inner_factory)
   def wrapped(*args, **kwargs) -> base.GradientTransformation:
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    schedules, numbers, others = {}, {}, {}
-    for name, value in bound.arguments.items():
-      if name in static_args or isinstance(value, bool):
-        others[name] = value
-      elif _is_stateful(value):
-        schedules[name] = value
-      elif callable(value) and not isinstance(value, type):
-        schedules[name] = WrappedSchedule(value)
-      elif isinstance(value, (int, float, jax.Array, np.ndarray, np.number)):
-        numbers[name] = value
-      else:
-        others[name] = value
+    arguments, schedules, numbers, others = split(*args, **kwargs)
     # Validate the concrete values once, with the factory's own messages.
-    inner_factory(**bound.arguments)
+    inner_factory(**arguments)
 
     def dtype_of(params):
       return hyperparam_dtype or widest_float_dtype(params)
