@@ -147,6 +147,8 @@ from gradtx._src.schedule_free import (ScheduleFreeState, schedule_free, schedul
 # --- issue 17-contrib-d: add imports below this line ---
 # --- issue 17-contrib-e: add imports below this line ---
 # --- issue 17-torch: add imports below this line ---
+from gradtx._src.asgd import ASGDState, asgd, scale_by_asgd
+from gradtx._src.averaging import AverageParamsState, average_params, averaged_params
 # --- issue 17-submodules: add imports below this line ---
 # --- issue 18-pack: add imports below this line ---
 from gradtx import contrib, transforms, tree, tree_utils

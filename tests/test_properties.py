@@ -269,6 +269,11 @@ TRANSFORMS = {
     # --- issue 17-contrib-d: add entries below this line ---
     # --- issue 17-contrib-e: add entries below this line ---
     # --- issue 17-torch: add entries below this line ---
+    # t0 small enough that the averages start within the 5-step tests.
+    "asgd": lambda: gtx.asgd(LR, lambd=0.1, t0=1.0, weight_decay=0.1),
+    "scale_by_asgd": lambda: gtx.scale_by_asgd(LR, t0=1.5),
+    "average_params": lambda: gtx.average_params(gtx.sgd(LR, momentum=0.9), start_step=1),
+    "average_params/ema": lambda: gtx.average_params(gtx.adam(LR), decay=0.5, every=2),
     # --- issue 17-submodules: add entries below this line ---
     # --- issue 18-pack: add entries below this line ---
 }

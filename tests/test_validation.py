@@ -244,6 +244,14 @@ SPECS = {
     # --- issue 17-contrib-d: add entries below this line ---
     # --- issue 17-contrib-e: add entries below this line ---
     # --- issue 17-torch: add entries below this line ---
+    "scale_by_asgd": ({}, dict(learning_rate=(0.25, NONNEG), lambd=(2.0**-10, "(-inf, inf)"),
+                               alpha=(0.75, "(-inf, inf)"), t0=(4.0, "(-inf, inf]"))),
+    "asgd": ({}, dict(learning_rate=(0.25, NONNEG), lambd=(2.0**-10, "(-inf, inf)"),
+                      alpha=(0.75, "(-inf, inf)"), t0=(4.0, "(-inf, inf]"),
+                      weight_decay=(0.125, NONNEG))),
+    "average_params": ({"inner": gtx.sgd(0.25)},
+                       dict(decay=(0.75, DECAY), start_step=(2, ("integer", 0)),
+                            every=(3, ("integer", 1)))),
     # --- issue 17-submodules: add entries below this line ---
     # --- issue 18-pack: add entries below this line ---
 }
