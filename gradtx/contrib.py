@@ -12,6 +12,8 @@ from gradtx._src.prodigy import ProdigyState, prodigy
 from gradtx._src.schedule_free import (ScheduleFreeState, schedule_free, schedule_free_adamw,
                                        schedule_free_eval_params, schedule_free_sgd)
 # --- issue 17-contrib-b: add imports below this line ---
+from gradtx._src.madgrad import MadgradState, madgrad, scale_by_madgrad
+from gradtx._src.momo import MomoAdamState, MomoState, momo, momo_adam
 # --- issue 17-contrib-c: add imports below this line ---
 # --- issue 17-contrib-d: add imports below this line ---
 # --- issue 17-contrib-e: add imports below this line ---
@@ -28,6 +30,8 @@ __all__ = [
     "prodigy", "ScheduleFreeState", "schedule_free", "schedule_free_adamw",
     "schedule_free_eval_params", "schedule_free_sgd",
     # --- issue 17-contrib-b: add names below this line ---
+    "MadgradState", "madgrad", "scale_by_madgrad", "MomoAdamState", "MomoState", "momo",
+    "momo_adam",
     # --- issue 17-contrib-c: add names below this line ---
     # --- issue 17-contrib-d: add names below this line ---
     # --- issue 17-contrib-e: add names below this line ---

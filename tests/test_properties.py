@@ -265,6 +265,11 @@ TRANSFORMS = {
     "cocob": lambda: gtx.contrib.cocob(weight_decay=0.1),
     "mechanize": lambda: gtx.contrib.mechanize(gtx.sgd(LR, momentum=0.9)),
     # --- issue 17-contrib-b: add entries below this line ---
+    "momo/adapt_lower_bound": lambda: _fed_the_loss(gtx.contrib.momo(
+        weight_decay=0.1, adapt_lower_bound=True)),
+    "momo_adam": lambda: _fed_the_loss(gtx.contrib.momo_adam(LR)),
+    "scale_by_madgrad": lambda: gtx.contrib.scale_by_madgrad(LR),
+    "madgrad/weight_decay": lambda: gtx.contrib.madgrad(LR, weight_decay=0.1),
     # --- issue 17-contrib-c: add entries below this line ---
     # --- issue 17-contrib-d: add entries below this line ---
     # --- issue 17-contrib-e: add entries below this line ---

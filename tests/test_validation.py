@@ -240,6 +240,15 @@ SPECS = {
                   dict(weight_decay=(0.125, NONNEG), eps=(2.0**-10, "(0, inf)"),
                        s_init=(2.0**-10, "(0, inf)"), num_betas=(3, ("integer", 1)))),
     # --- issue 17-contrib-b: add entries below this line ---
+    "momo": ({}, dict(learning_rate=(0.5, NONNEG), beta=(0.75, DECAY),
+                      lower_bound=(0.125, "(-inf, inf)"), weight_decay=(0.125, NONNEG))),
+    "momo_adam": ({}, dict(learning_rate=(0.25, NONNEG), b1=(0.75, UNIT), b2=(0.875, UNIT),
+                           eps=(2.0**-10, NONNEG), lower_bound=(0.125, "(-inf, inf)"),
+                           weight_decay=(0.125, NONNEG))),
+    "scale_by_madgrad": ({}, dict(learning_rate=(0.25, NONNEG), momentum=(0.75, UNIT),
+                                  eps=(2.0**-10, NONNEG))),
+    "madgrad": ({}, dict(learning_rate=(0.25, NONNEG), momentum=(0.75, UNIT),
+                         weight_decay=(0.125, NONNEG), eps=(2.0**-10, NONNEG))),
     # --- issue 17-contrib-c: add entries below this line ---
     # --- issue 17-contrib-d: add entries below this line ---
     # --- issue 17-contrib-e: add entries below this line ---
