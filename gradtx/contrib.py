@@ -16,6 +16,11 @@ from gradtx._src.madgrad import MadgradState, madgrad, scale_by_madgrad
 from gradtx._src.momo import MomoAdamState, MomoState, momo, momo_adam
 # --- issue 17-contrib-c: add imports below this line ---
 # --- issue 17-contrib-d: add imports below this line ---
+from gradtx._src.acprop import acprop, scale_by_acprop
+from gradtx._src.ademamix import (ScaleByAdemamixState, ScaleBySimplifiedAdEMAMixState,
+                                  ademamix, scale_by_ademamix,
+                                  scale_by_simplified_ademamix, simplified_ademamix)
+from gradtx._src.adopt import adopt, scale_by_adopt
 # --- issue 17-contrib-e: add imports below this line ---
 from gradtx._src.reduce_on_plateau import ReduceOnPlateauState, reduce_on_plateau
 
@@ -34,5 +39,8 @@ __all__ = [
     "momo_adam",
     # --- issue 17-contrib-c: add names below this line ---
     # --- issue 17-contrib-d: add names below this line ---
+    "acprop", "scale_by_acprop", "ScaleByAdemamixState", "ScaleBySimplifiedAdEMAMixState",
+    "ademamix", "scale_by_ademamix", "scale_by_simplified_ademamix", "simplified_ademamix",
+    "adopt", "scale_by_adopt",
     # --- issue 17-contrib-e: add names below this line ---
 ]

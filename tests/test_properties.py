@@ -272,6 +272,19 @@ TRANSFORMS = {
     "madgrad/weight_decay": lambda: gtx.contrib.madgrad(LR, weight_decay=0.1),
     # --- issue 17-contrib-c: add entries below this line ---
     # --- issue 17-contrib-d: add entries below this line ---
+    "scale_by_adopt": lambda: gtx.chain(gtx.contrib.scale_by_adopt(), gtx.scale(-LR)),
+    "adopt/nesterov": lambda: gtx.contrib.adopt(LR, nesterov=True),
+    "scale_by_ademamix": lambda: gtx.chain(gtx.contrib.scale_by_ademamix(), gtx.scale(-LR)),
+    # b3 and alpha as schedules of count_m2; the decay masked.
+    "ademamix/schedules": lambda: gtx.contrib.ademamix(
+        LR, b3=lambda count: 0.99 - 0.5 * 0.9**count, alpha=lambda count: 0.5 * count,
+        weight_decay=0.1, mask=not_scalar),
+    "scale_by_simplified_ademamix": lambda: gtx.chain(
+        gtx.contrib.scale_by_simplified_ademamix(alpha=sched), gtx.scale(-LR)),
+    "simplified_ademamix": lambda: gtx.contrib.simplified_ademamix(LR, alpha=2.0,
+                                                                   weight_decay=0.1),
+    "scale_by_acprop": lambda: gtx.chain(gtx.contrib.scale_by_acprop(), gtx.scale(-LR)),
+    "acprop": lambda: gtx.contrib.acprop(LR, weight_decay=0.1),
     # --- issue 17-contrib-e: add entries below this line ---
     # --- issue 17-torch: add entries below this line ---
     # t0 small enough that the averages start within the 5-step tests.

@@ -251,6 +251,17 @@ SPECS = {
                          weight_decay=(0.125, NONNEG), eps=(2.0**-10, NONNEG))),
     # --- issue 17-contrib-c: add entries below this line ---
     # --- issue 17-contrib-d: add entries below this line ---
+    "scale_by_adopt": ({}, dict(b1=(0.75, UNIT), b2=(0.875, UNIT), eps=(2.0**-10, NONNEG))),
+    "adopt": ({}, dict(learning_rate=(0.25, NONNEG), b1=(0.75, UNIT), b2=(0.875, UNIT),
+                       eps=(2.0**-10, NONNEG))),
+    "scale_by_ademamix": ({}, dict(**ADAM_PRIMITIVE, b3=(0.9375, DECAY), alpha=(4.0, NONNEG))),
+    "ademamix": ({}, dict(**ADAM, b3=(0.9375, DECAY), alpha=(4.0, NONNEG),
+                          weight_decay=(0.125, NONNEG))),
+    "scale_by_simplified_ademamix": ({}, dict(**ADAM_PRIMITIVE, alpha=(2.0, NONNEG))),
+    "simplified_ademamix": ({}, dict(**ADAM, alpha=(2.0, NONNEG),
+                                     weight_decay=(0.125, NONNEG))),
+    "scale_by_acprop": ({}, ADAM_PRIMITIVE),
+    "acprop": ({}, dict(**ADAM, weight_decay=(0.125, NONNEG))),
     # --- issue 17-contrib-e: add entries below this line ---
     # --- issue 17-torch: add entries below this line ---
     "scale_by_asgd": ({}, dict(learning_rate=(0.25, NONNEG), lambd=(2.0**-10, "(-inf, inf)"),
