@@ -146,6 +146,9 @@ from gradtx._src.schedule_free import (ScheduleFreeState, schedule_free, schedul
 from gradtx._src.madgrad import MadgradState, madgrad, scale_by_madgrad
 from gradtx._src.momo import MomoAdamState, MomoState, momo, momo_adam
 # --- issue 17-contrib-c: add imports below this line ---
+from gradtx._src.sam import SAMState, sam
+from gradtx._src.sophia import (HutchinsonState, SophiaState,
+                                hutchinson_estimator_diag_hessian, sophia)
 # --- issue 17-contrib-d: add imports below this line ---
 from gradtx._src.acprop import acprop, scale_by_acprop
 from gradtx._src.ademamix import (ScaleByAdemamixState, ScaleBySimplifiedAdEMAMixState,

@@ -15,6 +15,9 @@ from gradtx._src.schedule_free import (ScheduleFreeState, schedule_free, schedul
 from gradtx._src.madgrad import MadgradState, madgrad, scale_by_madgrad
 from gradtx._src.momo import MomoAdamState, MomoState, momo, momo_adam
 # --- issue 17-contrib-c: add imports below this line ---
+from gradtx._src.sam import SAMState, sam
+from gradtx._src.sophia import (HutchinsonState, SophiaState,
+                                hutchinson_estimator_diag_hessian, sophia)
 # --- issue 17-contrib-d: add imports below this line ---
 from gradtx._src.acprop import acprop, scale_by_acprop
 from gradtx._src.ademamix import (ScaleByAdemamixState, ScaleBySimplifiedAdEMAMixState,
@@ -38,6 +41,8 @@ __all__ = [
     "MadgradState", "madgrad", "scale_by_madgrad", "MomoAdamState", "MomoState", "momo",
     "momo_adam",
     # --- issue 17-contrib-c: add names below this line ---
+    "SAMState", "sam", "HutchinsonState", "SophiaState", "hutchinson_estimator_diag_hessian",
+    "sophia",
     # --- issue 17-contrib-d: add names below this line ---
     "acprop", "scale_by_acprop", "ScaleByAdemamixState", "ScaleBySimplifiedAdEMAMixState",
     "ademamix", "scale_by_ademamix", "scale_by_simplified_ademamix", "simplified_ademamix",

@@ -271,6 +271,24 @@ TRANSFORMS = {
     "scale_by_madgrad": lambda: gtx.contrib.scale_by_madgrad(LR),
     "madgrad/weight_decay": lambda: gtx.contrib.madgrad(LR, weight_decay=0.1),
     # --- issue 17-contrib-c: add entries below this line ---
+    # The paper's SAM (the adversary normalised by normalize_by_update_norm, finite at a
+    # zero gradient); sync_period=2: outer steps on steps 2 and 4 of the 5-step tests.
+    "sam": lambda: gtx.contrib.sam(gtx.sgd(LR, momentum=0.9), gtx.chain(
+        gtx.normalize_by_update_norm(), gtx.sgd(0.05))),
+    # Opaque mode: two adversarial steps inside each update, from grad_fn.
+    "sam/opaque": lambda: (lambda tx: gtx.GradientTransformation(
+        tx.init, lambda u, s, p=None, **kw: tx.update(
+            u, s, p, grad_fn=lambda q, i: jax.grad(loss)(q), **kw)))(gtx.contrib.sam(
+                gtx.sgd(LR, momentum=0.9), gtx.chain(gtx.normalize_by_update_norm(),
+                                                     gtx.sgd(0.05)),
+                sync_period=3, opaque_mode=True)),
+    # Given obj_fn=loss, as a training loop would; the Hessian refreshed on steps 1, 3, 5.
+    "sophia": lambda: (lambda tx: gtx.GradientTransformation(
+        tx.init, lambda u, s, p=None, **kw: tx.update(u, s, p, obj_fn=loss, **kw)))(
+            gtx.contrib.sophia(LR, update_interval=2)),
+    "hutchinson_estimator_diag_hessian": lambda: (lambda tx: gtx.GradientTransformation(
+        tx.init, lambda u, s, p=None, **kw: tx.update(u, s, p, obj_fn=loss, **kw)))(
+            gtx.chain(gtx.contrib.hutchinson_estimator_diag_hessian(), gtx.scale(-0.01))),
     # --- issue 17-contrib-d: add entries below this line ---
     "scale_by_adopt": lambda: gtx.chain(gtx.contrib.scale_by_adopt(), gtx.scale(-LR)),
     "adopt/nesterov": lambda: gtx.contrib.adopt(LR, nesterov=True),

@@ -250,6 +250,16 @@ SPECS = {
     "madgrad": ({}, dict(learning_rate=(0.25, NONNEG), momentum=(0.75, UNIT),
                          weight_decay=(0.125, NONNEG), eps=(2.0**-10, NONNEG))),
     # --- issue 17-contrib-c: add entries below this line ---
+    "sam": ({"optimizer": gtx.sgd(0.25), "adv_optimizer": gtx.sgd(0.125)},
+            dict(sync_period=(2, ("integer", 1)))),
+    # An estimator that needs no obj_fn (the steps here pass value_fn=, not obj_fn=).
+    "sophia": ({"hessian_diagonal_fn": gtx.stateless(
+        lambda u, p: jax.tree.map(jnp.square, u))},
+        dict(learning_rate=(0.25, NONNEG), b1=(0.75, UNIT), b2=(0.875, DECAY),
+             eps=(2.0**-10, "(0, inf)"), weight_decay=(0.125, NONNEG),
+             gamma=(0.125, NONNEG), clip_threshold=(0.5, "(0, inf)"),
+             update_interval=(2, ("integer", 1)),
+             print_win_rate_every_n_steps=(0, ("integer", 0)))),
     # --- issue 17-contrib-d: add entries below this line ---
     "scale_by_adopt": ({}, dict(b1=(0.75, UNIT), b2=(0.875, UNIT), eps=(2.0**-10, NONNEG))),
     "adopt": ({}, dict(learning_rate=(0.25, NONNEG), b1=(0.75, UNIT), b2=(0.875, UNIT),
@@ -308,6 +318,7 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
                       # --- issue 17-contrib-a: add names below this line ---
                       # --- issue 17-contrib-b: add names below this line ---
                       # --- issue 17-contrib-c: add names below this line ---
+                      "hutchinson_estimator_diag_hessian",
                       # --- issue 17-contrib-d: add names below this line ---
                       # --- issue 17-contrib-e: add names below this line ---
                       # --- issue 17-torch: add names below this line ---
