@@ -201,4 +201,5 @@ def test_ranges_are_checked():
     gtx.contrib.sophia(0.1, update_interval=0)
   with pytest.raises(TypeError, match="^sophia: hessian_diagonal_fn must be a gradient "
                      "transformation"):
-    gtx.contrib.sophia(0.1, hessian_diagonal_fn=gtx.contrib.hutchinson_estimator_diag_hessian)
+    gtx.contrib.sophia(0.1,
+                       hessian_diagonal_fn=gtx.contrib.hutchinson_estimator_diag_hessian)

@@ -16,8 +16,8 @@ scale_by_learning_rate)``: ``theta <- theta - lr (u_t + weight_decay theta)``.
 As in Optax (after Levanter's implementation), ``u_t`` uses the Hessian average before
 this step's refresh (the paper refreshes first), ``m_t`` is bias-corrected (the paper's
 is not), and the estimate ``h_hat = r * (H r)`` draws Rademacher vectors ``r`` (the
-paper's are Gaussian). The first step sees ``h = 0``, so every coordinate moves by
-``lr * rho`` in the direction of ``-m``.
+paper's are Gaussian). The first step sees ``h = 0``: it divides by ``eps``, so the
+coordinates move by ``lr * rho`` against the sign of ``m`` (``rho = clip_threshold``).
 """
 
 from __future__ import annotations
