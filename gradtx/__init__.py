@@ -156,6 +156,11 @@ from gradtx._src.ademamix import (ScaleByAdemamixState, ScaleBySimplifiedAdEMAMi
                                   scale_by_simplified_ademamix, simplified_ademamix)
 from gradtx._src.adopt import adopt, scale_by_adopt
 # --- issue 17-contrib-e: add imports below this line ---
+from gradtx._src.complex_valued import SplitRealAndImaginaryState, split_real_and_imaginary
+from gradtx._src.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
+from gradtx._src.normalize import NormalizeState, normalize
+from gradtx._src.privacy import (DifferentiallyPrivateAggregateState,
+                                 differentially_private_aggregate, dpsgd)
 # --- issue 17-torch: add imports below this line ---
 from gradtx._src.asgd import ASGDState, asgd, scale_by_asgd
 from gradtx._src.averaging import AverageParamsState, average_params, averaged_params

@@ -25,6 +25,11 @@ from gradtx._src.ademamix import (ScaleByAdemamixState, ScaleBySimplifiedAdEMAMi
                                   scale_by_simplified_ademamix, simplified_ademamix)
 from gradtx._src.adopt import adopt, scale_by_adopt
 # --- issue 17-contrib-e: add imports below this line ---
+from gradtx._src.complex_valued import SplitRealAndImaginaryState, split_real_and_imaginary
+from gradtx._src.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
+from gradtx._src.normalize import NormalizeState, normalize
+from gradtx._src.privacy import (DifferentiallyPrivateAggregateState,
+                                 differentially_private_aggregate, dpsgd)
 from gradtx._src.reduce_on_plateau import ReduceOnPlateauState, reduce_on_plateau
 
 ReduceLROnPlateauState = ReduceOnPlateauState  # optax.contrib's name for the same state
@@ -48,4 +53,7 @@ __all__ = [
     "ademamix", "scale_by_ademamix", "scale_by_simplified_ademamix", "simplified_ademamix",
     "adopt", "scale_by_adopt",
     # --- issue 17-contrib-e: add names below this line ---
+    "GaLoreDimensionNumbers", "GaLoreState", "galore", "scale_by_galore",
+    "DifferentiallyPrivateAggregateState", "differentially_private_aggregate", "dpsgd",
+    "NormalizeState", "normalize", "SplitRealAndImaginaryState", "split_real_and_imaginary",
 ]

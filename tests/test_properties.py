@@ -304,6 +304,25 @@ TRANSFORMS = {
     "scale_by_acprop": lambda: gtx.chain(gtx.contrib.scale_by_acprop(), gtx.scale(-LR)),
     "acprop": lambda: gtx.contrib.acprop(LR, weight_decay=0.1),
     # --- issue 17-contrib-e: add entries below this line ---
+    # rank 1 of the (2, 3) matrix: projected on the right; the projector is recomputed
+    # at steps 1, 3 and 5 of the 5-step tests.
+    "scale_by_galore": lambda: gtx.chain(gtx.contrib.scale_by_galore(
+        rank=1, update_proj_gap=2), gtx.scale(-LR)),
+    "galore": lambda: gtx.contrib.galore(LR, weight_decay=0.1, mask=not_scalar),
+    # Per-example gradients: each update is given as a batch of three examples (g,
+    # -g/2, 2g), some clipped and some not; the noise's key is in the state.
+    "dpsgd": lambda: (lambda tx: gtx.GradientTransformation(
+        tx.init, lambda u, s, p=None, **kw: tx.update(
+            jax.tree.map(lambda g: jnp.stack([g, -0.5 * g, 2.0 * g]), u), s, p, **kw)))(
+        gtx.contrib.dpsgd(LR, l2_norm_clip=2.0, noise_multiplier=0.1, seed=0,
+                          momentum=0.9)),
+    "differentially_private_aggregate": lambda: (lambda tx: gtx.GradientTransformation(
+        tx.init, lambda u, s, p=None, **kw: tx.update(
+            jax.tree.map(lambda g: jnp.stack([g, -0.5 * g, 2.0 * g]), u), s, p, **kw)))(
+        gtx.chain(gtx.contrib.differentially_private_aggregate(2.0, 0.1, key=1),
+                  gtx.scale(-LR))),
+    "normalize": lambda: gtx.chain(gtx.contrib.normalize(), gtx.scale(-LR)),
+    "split_real_and_imaginary": lambda: gtx.contrib.split_real_and_imaginary(gtx.adam(LR)),
     # --- issue 17-torch: add entries below this line ---
     # t0 small enough that the averages start within the 5-step tests.
     "asgd": lambda: gtx.asgd(LR, lambd=0.1, t0=1.0, weight_decay=0.1),

@@ -273,6 +273,11 @@ SPECS = {
     "scale_by_acprop": ({}, ADAM_PRIMITIVE),
     "acprop": ({}, dict(**ADAM, weight_decay=(0.125, NONNEG))),
     # --- issue 17-contrib-e: add entries below this line ---
+    "scale_by_galore": ({}, dict(rank=(2, ("integer", 1)), update_proj_gap=(2, ("integer", 1)),
+                                 scale=(0.5, "(-inf, inf)"))),
+    "galore": ({}, dict(learning_rate=(0.25, NONNEG), rank=(2, ("integer", 1)),
+                        update_proj_gap=(2, ("integer", 1)), scale=(0.5, "(-inf, inf)"),
+                        weight_decay=(0.125, NONNEG))),
     # --- issue 17-torch: add entries below this line ---
     "scale_by_asgd": ({}, dict(learning_rate=(0.25, NONNEG), lambd=(2.0**-10, "(-inf, inf)"),
                                alpha=(0.75, "(-inf, inf)"), t0=(4.0, "(-inf, inf]"))),
@@ -321,6 +326,12 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
                       "hutchinson_estimator_diag_hessian",
                       # --- issue 17-contrib-d: add names below this line ---
                       # --- issue 17-contrib-e: add names below this line ---
+                      # dpsgd and differentially_private_aggregate have numeric
+                      # hyperparameters, but their update needs per-example gradients,
+                      # which _two_steps does not give: tests/test_privacy.py runs these
+                      # checks (ranges, types, closed ends, schedules, traced) for them.
+                      "dpsgd", "differentially_private_aggregate",
+                      "normalize", "split_real_and_imaginary",
                       # --- issue 17-torch: add names below this line ---
                       # --- issue 17-submodules: add names below this line ---
                       # --- issue 18-pack: add names below this line ---
