@@ -303,6 +303,8 @@ STATIC |= {("scale_by_factored_rms", "min_dim_size_to_factor"),
 # Python numbers.
 STATIC |= {("scale_by_muon", "ns_steps"), ("muon", "ns_steps"), ("mechanize", "num_betas"),
            ("schedule_free_sgd", "warmup_steps"), ("schedule_free_adamw", "warmup_steps")}
+# issue 17-contrib-e: GaLore's rank sets the projector's and the moments' shapes.
+STATIC |= {("scale_by_galore", "rank"), ("galore", "rank")}
 
 # Public constructors without numeric hyperparameters of their own.
 NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule",
