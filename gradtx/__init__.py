@@ -165,6 +165,7 @@ from gradtx._src.privacy import (DifferentiallyPrivateAggregateState,
 from gradtx._src.asgd import ASGDState, asgd, scale_by_asgd
 from gradtx._src.averaging import AverageParamsState, average_params, averaged_params
 # --- issue 17-submodules: add imports below this line ---
+from gradtx import assignment, experimental, perturbations, projections, second_order
 # --- issue 18-pack: add imports below this line ---
 from gradtx import contrib, transforms, tree, tree_utils
 

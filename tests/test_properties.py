@@ -330,6 +330,11 @@ TRANSFORMS = {
     "average_params": lambda: gtx.average_params(gtx.sgd(LR, momentum=0.9), start_step=1),
     "average_params/ema": lambda: gtx.average_params(gtx.adam(LR), decay=0.5, every=2),
     # --- issue 17-submodules: add entries below this line ---
+    # gtx.experimental.aggregating's transforms of param-shaped updates (its aggregators
+    # take per-example updates, tested in test_aggregating.py).
+    "accumulate_avg_updates": lambda: gtx.experimental.aggregating.accumulate_avg_updates(2),
+    "aggregating.process": lambda: gtx.experimental.aggregating.process(
+        gtx.identity(), gtx.experimental.aggregating.accumulate_avg_updates(2), gtx.adam(LR)),
     # --- issue 18-pack: add entries below this line ---
 }
 # Searches and solver loops are lax.while_loops, which jax.grad cannot differentiate
