@@ -336,6 +336,13 @@ TRANSFORMS = {
     "aggregating.process": lambda: gtx.experimental.aggregating.process(
         gtx.identity(), gtx.experimental.aggregating.accumulate_avg_updates(2), gtx.adam(LR)),
     # --- issue 18-pack: add entries below this line ---
+    # pack and unpack are not transforms; their entries run packed updates through every
+    # property test, packed inside the step by flatten: per-leaf views for centralize, the
+    # trust ratio and a mask that cuts through a buffer, Adam's moments on the buffers.
+    "pack/per_leaf_views": lambda: gtx.flatten(gtx.chain(gtx.centralize(), gtx.lamb(
+        LR, weight_decay=0.1, mask=not_scalar))),
+    "unpack/partition": lambda: gtx.flatten(gtx.partition(
+        {"adam": gtx.adam(LR), "sgd": gtx.sgd(LR, momentum=0.9)}, group)),
 }
 # Searches and solver loops are lax.while_loops, which jax.grad cannot differentiate
 # (in Optax neither).

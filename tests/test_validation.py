@@ -337,6 +337,7 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
                       # --- issue 17-torch: add names below this line ---
                       # --- issue 17-submodules: add names below this line ---
                       # --- issue 18-pack: add names below this line ---
+                      "pack", "unpack",
 }
 NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                     "value_and_grad_from_state", "minimize",

@@ -124,7 +124,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
     return dict(beta=beta, one_minus_beta=1.0 - beta)
 
   return leafwise("scale_by_factored_rms", rule, state=FactoredState, init=init,
-                  hyperparams=dict(epsilon=epsilon), scalars=scalars)
+                  hyperparams=dict(epsilon=epsilon), scalars=scalars, shape_aware=True)
 
 
 @hyperparameters(native=("learning_rate", "weight_decay_rate"),

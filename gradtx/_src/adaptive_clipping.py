@@ -35,7 +35,8 @@ def clip_by_block_rms(threshold: float) -> base.GradientTransformation:
   def rule(u, *, threshold):
     return u / jnp.maximum(1.0, jnp.sqrt(jnp.mean(abs_sq(u))) / threshold)
 
-  return leafwise("clip_by_block_rms", rule, hyperparams=dict(threshold=threshold))
+  return leafwise("clip_by_block_rms", rule, hyperparams=dict(threshold=threshold),
+                  shape_aware=True)
 
 
 def unitwise_norm(x: jax.Array, axis: Axes = None) -> jax.Array:
@@ -95,5 +96,5 @@ def adaptive_grad_clip(clipping: float, eps: float = 1e-3,
     return unitwise_clip(g_norm, max_norm, u)
 
   return leafwise("adaptive_grad_clip", rule, uses_params=True,
-                  hyperparams=dict(clipping=clipping, eps=eps))
+                  hyperparams=dict(clipping=clipping, eps=eps), shape_aware=True)
 

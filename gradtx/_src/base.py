@@ -199,7 +199,11 @@ def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
-  """``params + updates`` leaf by leaf, each result in its param's own dtype."""
+  """``params + updates`` leaf by leaf, each result in its param's own dtype (a
+  :class:`~gradtx.Packed` buffer by buffer, updates of the same layout)."""
+  from gradtx._src import packing  # imported here: packing builds on this module
+  if isinstance(params, packing.Packed):
+    packing.check_layouts("apply_updates", params, updates)
   return jax.tree.map(
       lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
       params, updates, is_leaf=lambda x: x is None)

@@ -52,4 +52,4 @@ def centralize() -> base.GradientTransformation:
   unchanged. Optax averages over all axes but the first, PyTorch's ``(out, in)`` layout.
   """
 
-  return leafwise("centralize", _subtract_mean)
+  return leafwise("centralize", _subtract_mean, shape_aware=True)

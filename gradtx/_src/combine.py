@@ -13,7 +13,7 @@ from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union
 
 import jax
 
-from gradtx._src import base, validation
+from gradtx._src import base, packing, validation
 from gradtx._src.leafwise import map_leaves
 from gradtx._src.tree.state import _ParamsPlaceholder
 
@@ -95,6 +95,11 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn, *,
            ) -> base.GradientTransformationExtraArgs:
   """Applies ``inner`` only where ``mask`` is True; elsewhere updates pass through.
 
+  On :class:`~gradtx.Packed` params the mask is still given for (or computed from) the
+  original tree. When it is the same for all the leaves of each packed buffer (the
+  params were packed with labels that follow it), ``inner`` runs on the selected
+  buffers; otherwise it runs on the unpacked leaves (``packing.per_leaf_views``).
+
   Args:
     inner: the transform to apply to the selected leaves; it keeps state only for them.
     mask: a tree of booleans with the structure of the params (or a prefix of it), or a
@@ -107,6 +112,8 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn, *,
   validation.transform("masked", "inner", inner)
 
   def resolve_mask(tree):
+    if isinstance(tree, packing.Packed):
+      tree = packing.unpack(tree)
     return mask(tree) if callable(mask) else mask
 
   def init(params):
@@ -135,7 +142,41 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn, *,
                                mask_tree, inner_updates, updates)
     return new_updates, MaskedState(inner_state)
 
-  return base.GradientTransformationExtraArgs(init, update)
+  on_leaves = packing.per_leaf_views(base.GradientTransformation(init, update))
+
+  def kept_leaves(packed):
+    """The mask as one bool per packed leaf."""
+    layout = packed.layout
+    skeleton = layout.treedef.unflatten(list(range(len(layout.slots))))
+    kept = _mask_tree(skeleton, resolve_mask(packed))
+    return [i in set(jax.tree.leaves(kept)) for i in range(len(layout.slots))]
+
+  def packed_init(params):
+    if not isinstance(params, packing.Packed):
+      return init(params)
+    keep = kept_leaves(params)
+    if not packing.follows_groups(params.layout, keep):
+      return on_leaves.init(params)
+    return MaskedState(inner.init(packing.restrict(params, keep, MaskedNode)))
+
+  def packed_update(updates, state, params=None, **extra_args):
+    if not isinstance(updates, packing.Packed):
+      return update(updates, state, params, **extra_args)
+    keep = kept_leaves(updates)
+    if not packing.follows_groups(updates.layout, keep):
+      return on_leaves.update(updates, state, params, **extra_args)
+    select = lambda tree: packing.restrict(tree, keep, MaskedNode)  # noqa: E731
+    if params is not None:
+      packing.check_layouts("masked", updates, params)
+      params = select(params)
+    if mask_compatible_extra_args:
+      extra_args = {k: select(v) if isinstance(v, packing.Packed)
+                    and v.layout == updates.layout else v for k, v in extra_args.items()}
+    inner_updates, inner_state = base.call_update(inner, select(updates), state.inner_state,
+                                                  params, extra_args)
+    return packing.merge(updates, inner_updates, keep), MaskedState(inner_state)
+
+  return base.GradientTransformationExtraArgs(packed_init, packed_update)
 
 
 class PartitionState(NamedTuple):
@@ -161,6 +202,8 @@ def partition(transforms: Mapping[Hashable, base.GradientTransformation],
     validation.transform("partition", f"transforms[{label!r}]", tx)
 
   def labels_of(tree):
+    if isinstance(tree, packing.Packed):
+      tree = packing.unpack(tree)
     return param_labels(tree) if callable(param_labels) else param_labels
 
   def group_tx(labels, group):

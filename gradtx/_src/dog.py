@@ -98,7 +98,7 @@ def scale_by_distance_over_gradients(reps_rel: float = 1e-6, eps: float = 1e-8,
 
   return leafwise("scale_by_distance_over_gradients", rule,
                   state=ScaleByDistanceOverGradientsState, init=init, uses_params=True,
-                  hyperparams=dict(eps=eps, global_scale=global_scale))
+                  hyperparams=dict(eps=eps, global_scale=global_scale), shape_aware=True)
 
 
 # --- DoG and DoWG over the whole tree (optax.contrib.dog, optax.contrib.dowg) ---

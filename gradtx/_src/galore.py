@@ -38,7 +38,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base
+from gradtx._src import base, packing
 from gradtx._src.adam import scale_by_adam
 from gradtx._src.combine import chain
 from gradtx._src.hyperparams import hyperparameters
@@ -238,7 +238,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: float = 
     return treedef.unflatten(new_updates), GaLoreState(
         safe_increment(state.count), base_state, treedef.unflatten(projectors))
 
-  return base.GradientTransformation(init, update)
+  return packing.per_leaf_views(base.GradientTransformation(init, update))
 
 
 @hyperparameters(native=("learning_rate", "weight_decay"), learning_rate="[0, inf)",

@@ -38,6 +38,10 @@ The contract the builder keeps for every transform written with it:
 * **Opting out.** With ``applies_to``, leaves for which it is False (by shape or dtype,
   e.g. scalars and vectors in a matrix method) pass through unchanged and keep zero-size
   placeholders in each per-leaf field.
+* **Packed params.** A rule is applied to each buffer of a :class:`~gradtx.Packed` as to
+  one array, which is right for an elementwise rule. A rule that reduces over a leaf or
+  reads its shape says ``shape_aware=True`` (implied by ``applies_to``): given a
+  ``Packed``, it then runs on the unpacked leaves (``packing.per_leaf_views``).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base
+from gradtx._src import base, packing
 from gradtx._src.tree import casting, math as tree_math
 
 PyTree = Any
@@ -152,8 +156,8 @@ def leafwise(owner: str, rule: LeafRule, *, state: type | None = None,
              hyperparams: Mapping[str, Any] | None = None,
              scalars: Callable[[jax.Array], Mapping[str, Any]] | None = None,
              uses_params: bool = False,
-             applies_to: Callable[[jax.Array], bool] | None = None
-             ) -> base.GradientTransformation:
+             applies_to: Callable[[jax.Array], bool] | None = None,
+             shape_aware: bool = False) -> base.GradientTransformation:
   """A transform from the update rule for one array (see the module docstring).
 
   Args:
@@ -173,6 +177,8 @@ def leafwise(owner: str, rule: LeafRule, *, state: type | None = None,
       needs ``params``.
     applies_to: ``applies_to(p)`` on a param (or update) leaf, static: False leaves
       pass through and keep zero-size placeholders.
+    shape_aware: ``rule``'s result for a leaf depends on its shape or on reductions
+      over it, so on packed params it must see the leaves, not the buffers.
   """
   fields = tuple(getattr(state, "_fields", ()))
   counted = bool(fields) and fields[0] == "count"
@@ -231,7 +237,8 @@ def leafwise(owner: str, rule: LeafRule, *, state: type | None = None,
     new_state = state(**values) if state is not None else opt_state
     return new_updates, new_state
 
-  return base.GradientTransformation(init_fn, update_fn)
+  tx = base.GradientTransformation(init_fn, update_fn)
+  return packing.per_leaf_views(tx) if shape_aware or applies_to else tx
 
 
 def _as_entries(init: Callable[[jax.Array], Any] | None, p: Any,

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._src import base
+from gradtx._src import base, packing
 from gradtx._src.alias import adamw
 from gradtx._src.combine import MaskedNode, chain, partition
 from gradtx._src.hyperparams import hyperparameters
@@ -264,7 +264,7 @@ def scale_by_muon(ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5, beta: f
         count=count_inc, mu=treedef.unflatten([m for _, m in outputs]),
         ns_coeffs=state.ns_coeffs)
 
-  return base.GradientTransformation(init, update)
+  return packing.per_leaf_views(base.GradientTransformation(init, update))
 
 
 def _scale_by_shape(weight_dimension_numbers: Any, consistent_rms: Any
@@ -288,7 +288,7 @@ def _scale_by_shape(weight_dimension_numbers: Any, consistent_rms: Any
     dims = _dimension_numbers("muon", weight_dimension_numbers, updates)
     return treedef.unflatten([scaled(u, d) for u, d in zip(leaves, dims)]), state
 
-  return base.GradientTransformation(base.init_empty_state, update)
+  return packing.per_leaf_views(base.GradientTransformation(base.init_empty_state, update))
 
 
 @hyperparameters(native=("learning_rate", "adam_learning_rate", "weight_decay",

@@ -24,7 +24,7 @@ from typing import NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base
+from gradtx._src import base, packing
 from gradtx._src.combine import chain
 from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.leafwise import check_float_leaves, map_leaves
@@ -107,7 +107,8 @@ def add_noise(eta: float, gamma: float, key: KeyOrSeed | None = None, *,
     updates = map_leaves(owner, lambda u, z, *, std: u + std * z, updates, noise, std=std)
     return updates, AddNoiseState(count, jax.random.key_data(next_key))
 
-  return base.GradientTransformation(init, update)
+  # One draw per leaf, as on the plain tree, also for packed params.
+  return packing.per_leaf_views(base.GradientTransformation(init, update))
 
 
 @hyperparameters(native=("learning_rate",), learning_rate="[0, inf)", **NOISE_SPECS)

@@ -78,7 +78,8 @@ def scale_by_novograd(b1: float = 0.9, b2: float = 0.25, eps: float = 1e-8,
                   init=lambda p: (tree_zeros_like(p, mu_dtype), _layer_nu(p)),
                   hyperparams=dict(b1=b1, b2=b2, eps=eps, eps_root=eps_root,
                                    weight_decay=weight_decay),
-                  scalars=lambda count: dict(first=count == 0), uses_params=True)
+                  scalars=lambda count: dict(first=count == 0), uses_params=True,
+                  shape_aware=True)
 
 
 @hyperparameters(native=("learning_rate",), learning_rate="[0, inf)", **NOVOGRAD_SPECS)

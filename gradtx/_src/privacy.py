@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base
+from gradtx._src import base, packing
 from gradtx._src.combine import chain
 from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.leafwise import check_float_leaves
@@ -106,7 +106,8 @@ def differentially_private_aggregate(l2_norm_clip: Any, noise_multiplier: Any,
     return (treedef.unflatten(noised),
             DifferentiallyPrivateAggregateState(jax.random.key_data(next_key)))
 
-  return base.GradientTransformation(init, update)
+  # One noise draw per leaf, as on the plain tree, also for packed params.
+  return packing.per_leaf_views(base.GradientTransformation(init, update))
 
 
 @hyperparameters(native=("learning_rate",), learning_rate="[0, inf)",

@@ -93,7 +93,7 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0,
 
   return leafwise("scale_by_sm3", rule, state=ScaleBySM3State,
                   init=lambda p: (_axis_accumulators(p), tree_zeros_like(p)),
-                  hyperparams=dict(b1=b1, b2=b2, eps=eps))
+                  hyperparams=dict(b1=b1, b2=b2, eps=eps), shape_aware=True)
 
 
 @hyperparameters(native=("learning_rate",), learning_rate="[0, inf)", momentum="[0, 1]")

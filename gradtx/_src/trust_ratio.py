@@ -53,7 +53,7 @@ def scale_by_trust_ratio(min_norm: float = 0.0, trust_coefficient: float = 1.0,
 
   return leafwise("scale_by_trust_ratio", rule, uses_params=True,
                   hyperparams=dict(min_norm=min_norm, trust_coefficient=trust_coefficient,
-                                   eps=eps))
+                                   eps=eps), shape_aware=True)
 
 
 @hyperparameters(min_scale="[0, inf)")
@@ -61,7 +61,7 @@ def scale_by_param_block_norm(min_scale: float = 1e-3) -> base.GradientTransform
   """``u * max(||p||, min_scale)``, ``||p||`` the 2-norm of the update's block of params."""
   return leafwise("scale_by_param_block_norm",
                   lambda u, p, *, min_scale: u * safe_norm(p, min_scale), uses_params=True,
-                  hyperparams=dict(min_scale=min_scale))
+                  hyperparams=dict(min_scale=min_scale), shape_aware=True)
 
 
 @hyperparameters(min_scale="[0, inf)")
@@ -70,7 +70,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> base.GradientTransforma
   of params (Adafactor's relative step size, Shazeer & Stern 2018, §8)."""
   return leafwise("scale_by_param_block_rms",
                   lambda u, p, *, min_scale: u * safe_root_mean_squares(p, min_scale),
-                  uses_params=True, hyperparams=dict(min_scale=min_scale))
+                  uses_params=True, hyperparams=dict(min_scale=min_scale), shape_aware=True)
 
 
 @hyperparameters(scale_factor="(-inf, inf)", eps="[0, inf)")

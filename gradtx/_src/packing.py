@@ -1,0 +1,359 @@
+"""Packed parameters: a params tree laid out as a few contiguous 1-D buffers.
+
+``pack(params)`` concatenates the raveled leaves of each group (their dtype, and their
+label when ``labels`` is given) into one buffer and returns a :class:`Packed`: a pytree
+whose only array leaves are those buffers, with the layout (tree structure, each leaf's
+group, offset and shape, the groups' keys) as static metadata. ``unpack(packed)`` gives
+the original tree back, each leaf a reshaped piece of its buffer.
+
+A model written on ``unpack(packed)`` is differentiated with respect to the ``Packed``:
+the pieces are cut with one ``lax.split`` per buffer, whose transpose is one
+concatenation, so the gradient is a ``Packed`` assembled in one pass per buffer (and
+forward-mode derivatives, vmap and scan work as for any JAX function).
+
+Every transform accepts a ``Packed`` as params, updates and grads. An elementwise rule
+(Adam, momentum, weight decay) and a whole-tree reduction (a global norm) run on the
+buffers. A rule that needs each leaf's shape (``centralize``, trust ratios, factored or
+matrix preconditioners) is wrapped, where it is built, in :func:`per_leaf_views`: it sees
+the unpacked views, keeps its state on the plain tree, and its updates are packed again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from typing import Any, Callable, Hashable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx._src import base
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+  """Where one leaf lives: its path, group (buffer index), offset and shape."""
+  path: str
+  group: int
+  offset: int
+  shape: tuple[int, ...]
+
+  @property
+  def size(self) -> int:
+    return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """The static part of a :class:`Packed`: hashable, compared by value.
+
+  Attributes:
+    treedef: the structure of the original params tree.
+    groups: one ``(dtype name, label)`` per buffer, in buffer order (label ``None``
+      when ``pack`` was given no labels).
+    slots: one :class:`Slot` per leaf, in the tree's leaf order.
+  """
+  treedef: Any
+  groups: tuple[tuple[str, Hashable], ...]
+  slots: tuple[Slot, ...]
+
+  def group_size(self, group: int) -> int:
+    return sum(slot.size for slot in self.slots if slot.group == group)
+
+  def group_name(self, group: int) -> str:
+    dtype, label = self.groups[group]
+    return dtype if label is None else f"{dtype}/{label}"
+
+  def __repr__(self) -> str:
+    parts = []
+    for g in range(len(self.groups)):
+      leaves = ", ".join(f"{s.path or '(the root)'} {s.shape}" for s in self.slots
+                         if s.group == g)
+      parts.append(f"{self.group_name(g)}[{self.group_size(g)}] <- {leaves}")
+    return (f"Layout({len(self.slots)} leaves of {self.treedef} in {len(self.groups)} "
+            "buffers: " + "; ".join(parts) + ")")
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Packed:
+  """Params (or updates, grads, moments) as one 1-D buffer per group.
+
+  A pytree whose children are the buffers, in the order of ``layout.groups``; the
+  :class:`Layout` is static. Made by :func:`pack`; :func:`unpack` gives the tree back.
+  """
+  __slots__ = ("buffers", "layout")
+
+  def __init__(self, buffers: tuple[Any, ...], layout: Layout):
+    self.buffers = tuple(buffers)
+    self.layout = layout
+
+  def tree_flatten_with_keys(self):
+    keys = [jax.tree_util.DictKey(self.layout.group_name(g))
+            for g in range(len(self.layout.groups))]
+    return list(zip(keys, self.buffers)), self.layout
+
+  def tree_flatten(self):
+    return self.buffers, self.layout
+
+  @classmethod
+  def tree_unflatten(cls, layout, buffers):
+    return cls(tuple(buffers), layout)
+
+  def __eq__(self, other: Any) -> bool:  # as a NamedTuple of the buffers compares
+    return (isinstance(other, Packed) and self.layout == other.layout
+            and self.buffers == other.buffers)
+
+  def __hash__(self) -> int:
+    return hash((self.layout, self.buffers))
+
+  def keys(self) -> list[str]:
+    """The groups' names: the dtype, and ``dtype/label`` when packed with labels."""
+    return [self.layout.group_name(g) for g in range(len(self.layout.groups))]
+
+  def __getitem__(self, name: str) -> Any:
+    """The buffer of the group named ``name`` (see :meth:`keys`)."""
+    return self.buffers[self.keys().index(name)]
+
+  def __iter__(self):
+    return iter(self.keys())
+
+  def __len__(self) -> int:
+    return len(self.buffers)
+
+  def __repr__(self) -> str:
+    buffers = ", ".join(f"{self.layout.group_name(g)}: {getattr(b, 'shape', b)}"
+                        for g, b in enumerate(self.buffers))
+    return f"Packed({buffers}; {len(self.layout.slots)} leaves)"
+
+
+@functools.cache
+def _register_with_flax(serialization: Any) -> None:
+  """Lets ``flax.serialization`` save a ``Packed`` as ``{group name: buffer}``."""
+  serialization.register_serialization_state(
+      Packed,
+      lambda p: {k: serialization.to_state_dict(b) for k, b in zip(p.keys(), p.buffers)},
+      lambda target, state: Packed(
+          tuple(serialization.from_state_dict(b, state[k])
+                for k, b in zip(target.keys(), target.buffers)), target.layout))
+
+
+def _check_leaf(path: str, leaf: Any) -> str:
+  """The dtype name of a leaf ``pack`` accepts, or the error naming it."""
+  where = path or "(the root)"
+  if leaf is None:
+    raise TypeError(f"pack: the leaf at {where} is None; pack needs an array at every "
+                    "leaf (drop the None entries from the params first)")
+  dtype = getattr(leaf, "dtype", None)
+  if dtype is None:
+    if not isinstance(leaf, float):
+      raise TypeError(f"pack: the leaf at {where} is a {type(leaf).__name__}, not an "
+                      "array; pack needs floating-point arrays at every leaf")
+    dtype = jnp.asarray(leaf).dtype
+  if not jnp.issubdtype(dtype, jnp.inexact):
+    raise TypeError(f"pack: the leaf at {where} has dtype {jnp.dtype(dtype).name}; only "
+                    "floating-point params can be packed (keep integer or boolean arrays "
+                    "out of the packed params)")
+  return jnp.dtype(dtype).name
+
+
+def _leaf_labels(labels: Any, params: PyTree, treedef: Any) -> list[Hashable]:
+  """One label per leaf from a labels tree (or prefix of the params' tree) or function."""
+  tree = labels(params) if callable(labels) else labels
+  try:
+    per_leaf = treedef.flatten_up_to(jax.tree.map(
+        lambda label, sub: jax.tree.map(lambda _: label, sub), tree, params))
+  except (ValueError, TypeError) as error:
+    raise ValueError(
+        "pack: the labels' tree structure differs from the params'; give one label per "
+        f"leaf (or per subtree)\n  params: {treedef}\n  labels: {jax.tree.structure(tree)}"
+    ) from error
+  for label in per_leaf:
+    try:
+      hash(label)
+    except TypeError:
+      raise TypeError(f"pack: labels must be hashable (strings, say), got {label!r}"
+                      ) from None
+  return per_leaf
+
+
+def layout_of(params: PyTree, labels: Any = None, none_leaves: bool = False) -> Layout:
+  """The :class:`Layout` that :func:`pack` gives ``params`` (no arrays are touched).
+  With ``none_leaves``, None entries are empty subtrees (as in ``jax.tree``), not errors."""
+  with_path, treedef = jax.tree_util.tree_flatten_with_path(
+      params, is_leaf=None if none_leaves else (lambda x: x is None))
+  paths = [jax.tree_util.keystr(path) for path, _ in with_path]
+  dtypes = [_check_leaf(path, leaf) for path, (_, leaf) in zip(paths, with_path)]
+  leaf_labels = (_leaf_labels(labels, params, treedef) if labels is not None
+                 else [None] * len(paths))
+  groups: dict[tuple[str, Hashable], int] = {}
+  sizes: list[int] = []
+  slots = []
+  for path, (_, leaf), dtype, label in zip(paths, with_path, dtypes, leaf_labels):
+    group = groups.setdefault((dtype, label), len(groups))
+    if group == len(sizes):
+      sizes.append(0)
+    slot = Slot(path, group, sizes[group], tuple(np.shape(leaf)))
+    sizes[group] += slot.size
+    slots.append(slot)
+  return Layout(treedef, tuple(groups), tuple(slots))
+
+
+def repack(tree: PyTree, layout: Layout, owner: str = "pack") -> Packed:
+  """``tree`` (of ``layout``'s structure and shapes) as a :class:`Packed` of ``layout``:
+  each group's leaves raveled, cast to the group's dtype and concatenated."""
+  try:
+    leaves = layout.treedef.flatten_up_to(tree)
+  except (ValueError, TypeError) as error:
+    raise ValueError(
+        f"{owner}: the tree structure differs from the packed layout's\n"
+        f"  tree:   {jax.tree.structure(tree)}\n  layout: {layout}") from error
+  if "flax.serialization" in sys.modules:  # looked up, never imported: not a dependency
+    _register_with_flax(sys.modules["flax.serialization"])
+  parts: list[list[jax.Array]] = [[] for _ in layout.groups]
+  for slot, leaf in zip(layout.slots, leaves):
+    leaf = jnp.asarray(leaf)
+    if leaf.shape != slot.shape:
+      raise ValueError(f"{owner}: the leaf at {slot.path or '(the root)'} has shape "
+                       f"{leaf.shape}, but the layout has {slot.shape} there")
+    parts[slot.group].append(jnp.ravel(leaf).astype(layout.groups[slot.group][0]))
+  buffers = []
+  for (dtype, _), group in zip(layout.groups, parts):
+    buffers.append(group[0] if len(group) == 1 else
+                   jnp.concatenate(group) if group else jnp.zeros((0,), dtype))
+  return Packed(tuple(buffers), layout)
+
+
+def pack(params: PyTree, labels: Any = None) -> Packed:
+  """Lays ``params`` out as one contiguous 1-D buffer per group.
+
+  A group is the leaves of one dtype, and of one label when ``labels`` is given; buffers
+  follow the order in which their groups first appear among the leaves, and each
+  buffer holds its leaves raveled, in tree order.
+
+  Args:
+    params: a pytree of floating-point arrays.
+    labels: optional, as in :func:`gradtx.partition`: a tree of hashable labels with the
+      params' structure (or a prefix of it), or a function of the params returning one.
+      ``partition``/``masked`` whose labels or mask follow these groups act per buffer.
+
+  Returns:
+    A :class:`Packed`; :func:`unpack` gives ``params`` back.
+
+  Raises:
+    TypeError: a leaf is None, not an array, or not floating-point (its path is named).
+  """
+  return repack(params, layout_of(params, labels))
+
+
+def unpack(packed: Packed) -> PyTree:
+  """The tree that was packed, each leaf a reshaped piece of its buffer.
+
+  Traceable and differentiable: the gradient of a function of ``unpack(packed)`` with
+  respect to ``packed`` is a :class:`Packed` of the same layout. Buffers with leading
+  axes (a stack of packed trees) give leaves with the same leading axes.
+
+  Raises:
+    TypeError: ``packed`` is not a :class:`Packed`.
+  """
+  if not isinstance(packed, Packed):
+    raise TypeError(f"unpack: expected a gtx.Packed (made by gtx.pack), got "
+                    f"{type(packed).__name__}")
+  layout = packed.layout
+  leaves: list[Any] = [None] * len(layout.slots)
+  for group, buffer in enumerate(packed.buffers):
+    members = [i for i, slot in enumerate(layout.slots) if slot.group == group]
+    sizes = [layout.slots[i].size for i in members]
+    lead = jnp.shape(buffer)[:-1]  # stacked buffers (per-example gradients, say)
+    pieces = [buffer] if len(sizes) == 1 else jax.lax.split(buffer, sizes, axis=-1)
+    for i, piece in zip(members, pieces):
+      leaves[i] = piece.reshape(lead + layout.slots[i].shape)
+  return layout.treedef.unflatten(leaves)
+
+
+def check_layouts(owner: str, packed: Packed, *others: Any) -> None:
+  """Raises an error stating both layouts if any of ``others`` is not a ``Packed`` of
+  ``packed``'s layout."""
+  for other in others:
+    if isinstance(other, Packed) and other.layout == packed.layout:
+      continue
+    got = other.layout if isinstance(other, Packed) else jax.tree.structure(other)
+    raise ValueError(f"{owner}: the packed trees differ in layout (were they packed from "
+                     f"other params, or with other labels?)\n  one:   {packed.layout}\n"
+                     f"  other: {got}")
+
+
+def _views_of_extra_args(extra_args: dict[str, Any], layout: Layout) -> dict[str, Any]:
+  """Extra arguments as a per-leaf rule expects them: packed trees unpacked, and a
+  ``value_fn`` of packed params called on the plain tree."""
+  out = {}
+  for key, value in extra_args.items():
+    if isinstance(value, Packed) and value.layout == layout:
+      value = unpack(value)
+    elif key == "value_fn" and callable(value):
+      value = (lambda fn: lambda tree, *a, **k: fn(repack(tree, layout), *a, **k))(value)
+    out[key] = value
+  return out
+
+
+def per_leaf_views(tx: base.GradientTransformation) -> base.GradientTransformation:
+  """``tx``, which needs each leaf's shape, made to accept :class:`Packed` input.
+
+  On plain trees it is ``tx``. Given a ``Packed``, ``tx`` runs on the unpacked views of
+  the updates, params and packed extra arguments (its state is built on the plain tree),
+  and its updates are packed again in the updates' layout.
+  """
+
+  def init(params):
+    return tx.init(unpack(params) if isinstance(params, Packed) else params)
+
+  def update(updates, state, params=None, **extra_args):
+    if not isinstance(updates, Packed):
+      return base.call_update(tx, updates, state, params, extra_args)
+    layout = updates.layout
+    if params is not None:
+      check_layouts("per-leaf transform", updates, params)
+      params = unpack(params)
+    new_updates, state = base.call_update(tx, unpack(updates), state, params,
+                                          _views_of_extra_args(extra_args, layout))
+    return repack(new_updates, layout), state
+
+  return base.GradientTransformationExtraArgs(init, update)
+
+
+def restrict(packed: Packed, keep: list[bool], skip: Callable[[], Any]) -> Packed:
+  """The groups of ``packed`` whose leaves are all kept (``keep``: one bool per leaf,
+  the same for every leaf of a group), as a ``Packed`` whose tree has ``skip()`` in
+  place of each dropped leaf."""
+  layout = packed.layout
+  kept_groups = [g for g in range(len(layout.groups))
+                 if any(k for k, s in zip(keep, layout.slots) if s.group == g)]
+  renumber = {g: i for i, g in enumerate(kept_groups)}
+  slots = tuple(dataclasses.replace(s, group=renumber[s.group])
+                for k, s in zip(keep, layout.slots) if k)
+  skeleton = layout.treedef.unflatten([0 if k else skip() for k in keep])
+  sub = Layout(jax.tree.structure(skeleton), tuple(layout.groups[g] for g in kept_groups),
+               slots)
+  return Packed(tuple(packed.buffers[g] for g in kept_groups), sub)
+
+
+def follows_groups(layout: Layout, keep: list[bool]) -> bool:
+  """Whether every group's leaves are all kept or all dropped."""
+  by_group: dict[int, set[bool]] = {}
+  for k, slot in zip(keep, layout.slots):
+    by_group.setdefault(slot.group, set()).add(bool(k))
+  return all(len(values) == 1 for values in by_group.values())
+
+
+def merge(packed: Packed, part: Packed, keep: list[bool]) -> Packed:
+  """``packed`` with the buffers of the kept groups replaced by ``part``'s."""
+  layout = packed.layout
+  kept_groups = [g for g in range(len(layout.groups))
+                 if any(k for k, s in zip(keep, layout.slots) if s.group == g)]
+  buffers = list(packed.buffers)
+  for g, buffer in zip(kept_groups, part.buffers):
+    buffers[g] = buffer
+  return Packed(tuple(buffers), layout)

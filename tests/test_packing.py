@@ -1,0 +1,307 @@
+"""Packed params: pack/unpack, their gradient, and packed training equal to plain training.
+
+Oracles: the plain tree itself (``unpack(pack(p)) == p`` bit for bit); ``jax.grad`` of
+the same loss on the plain tree; and, for every entry of the transform registry of
+``test_properties``, the same jitted steps on the plain tree. Elementwise rules and
+global reductions run on the buffers, where XLA vectorises and sums differently, so the
+trajectories agree to float32 rounding (float64: to 1e-10), not bit for bit.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx as gtx
+import test_properties
+from conftest import loss
+from test_properties import TRANSFORMS
+
+STEPS = 3
+F32 = dict(rtol=1e-4, atol=1e-5)
+F64 = dict(rtol=1e-10, atol=1e-12)
+
+
+def mixed_tree(dtype=jnp.float32, seed=0):
+  """A scalar, a vector, a matrix and a 3-D leaf, with a bfloat16 vector among them."""
+  rng = np.random.default_rng(seed)
+  shapes = {"scalar": (), "vector": (5,), "nested": {"matrix": (4, 3), "cube": (2, 3, 4)}}
+  tree = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s), dtype), shapes,
+                      is_leaf=lambda x: isinstance(x, tuple))
+  tree["half"] = jnp.asarray(rng.normal(size=3), jnp.bfloat16)
+  return tree
+
+
+def packed_loss(q):
+  return loss(gtx.unpack(q) if isinstance(q, gtx.Packed) else q)
+
+
+def assert_trees_close(actual, expected, tol, what=""):
+  assert jax.tree.structure(actual) == jax.tree.structure(expected), what
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(actual),
+                          jax.tree.leaves(expected), strict=True):
+    where = f"{what} {jax.tree_util.keystr(path)}"
+    assert x.dtype == y.dtype and x.shape == y.shape, where
+    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                               err_msg=where, **tol)
+
+
+# --- pack and unpack ---------------------------------------------------------------------
+
+
+def test_round_trip_is_exact_and_buffers_follow_dtypes():
+  tree = mixed_tree()
+  packed = gtx.pack(tree)
+  assert list(packed) == ["bfloat16", "float32"]  # in the order of the leaves
+  assert packed["float32"].shape == (1 + 5 + 12 + 24,)
+  assert packed["bfloat16"].shape == (3,)
+  assert jax.tree.leaves(packed) == list(packed.buffers)
+  unpacked = gtx.unpack(packed)
+  assert jax.tree.structure(unpacked) == jax.tree.structure(tree)
+  for x, y in zip(jax.tree.leaves(unpacked), jax.tree.leaves(tree)):
+    assert x.dtype == y.dtype and x.shape == y.shape
+    np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
+  # The layout is static: jit retraces only for another layout.
+  assert jax.jit(lambda q: q)(packed).layout == packed.layout
+
+
+def test_labels_split_the_buffers_by_label_and_dtype():
+  tree = mixed_tree()
+  by_rank = lambda t: jax.tree.map(  # noqa: E731
+      lambda x: "matrices" if x.ndim > 1 else "rest", t)
+  packed = gtx.pack(tree, labels=by_rank)
+  assert list(packed) == ["bfloat16/rest", "float32/matrices", "float32/rest"]
+  assert packed["float32/matrices"].shape == (24 + 12,)
+  # A labels tree, here a prefix of the params' tree.
+  prefix = {"half": "a", "nested": "b", "scalar": "a", "vector": "a"}
+  assert list(gtx.pack(tree, labels=prefix)) == ["bfloat16/a", "float32/b", "float32/a"]
+  for labels in (by_rank, prefix):
+    unpacked = gtx.unpack(gtx.pack(tree, labels))
+    assert all(jnp.array_equal(x, y) for x, y in zip(jax.tree.leaves(unpacked),
+                                                     jax.tree.leaves(tree)))
+
+
+def test_grad_through_unpack_is_the_packed_plain_gradient():
+  tree = jax.tree.map(lambda x: x.astype(jnp.float32), mixed_tree())
+  packed = gtx.pack(tree, labels=lambda t: jax.tree.map(lambda x: x.ndim > 1, t))
+  grad = jax.jit(jax.grad(packed_loss))(packed)
+  assert isinstance(grad, gtx.Packed) and grad.layout == packed.layout
+  expected = gtx.pack(jax.grad(loss)(tree), labels=lambda t: jax.tree.map(
+      lambda x: x.ndim > 1, t))
+  assert_trees_close(grad, expected, dict(rtol=1e-6, atol=1e-7))
+  # Forward mode too (line searches linearize the loss; Newton takes its Hessian).
+  _, tangent = jax.jvp(packed_loss, (packed,), (grad,))
+  np.testing.assert_allclose(tangent, sum(jnp.vdot(g, g) for g in grad.buffers), rtol=1e-5)
+
+
+# --- packed training equals plain training, for every registered transform ---------------
+
+
+def train(factory, params, steps, packed, labels=None):
+  """Params after ``steps`` steps of a ``lax.scan`` in one jitted function (one step
+  compiled): on the plain tree, or packed (``pack`` once, the loss written on
+  ``unpack``), then unpacked."""
+  tx = factory()
+
+  def step(carry, _):
+    p, state = carry
+    updates, state = tx.update(jax.grad(packed_loss)(p), state, p)
+    p = gtx.apply_updates(p, updates)
+    assert isinstance(p, gtx.Packed) == packed
+    return (p, state), None
+
+  @jax.jit
+  def run(params):
+    p = gtx.pack(params, labels) if packed else params
+    (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), length=steps)
+    return gtx.unpack(p) if packed else p
+
+  return run(params)
+
+
+@pytest.fixture
+def loss_on_packed(monkeypatch):
+  """The registry's loss-fed entries evaluate ``test_properties.loss`` on the params
+  they are given: packed params are unpacked first."""
+  monkeypatch.setattr(test_properties, "loss", packed_loss)
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_packed_training_equals_plain_training(name, loss_on_packed):
+  """A transform that fails here reads leaf shapes or reduces over leaves: it must see
+  per-leaf views (``leafwise(..., shape_aware=True)``, or ``packing.per_leaf_views``)."""
+  params = test_properties.make_params()
+  plain = train(TRANSFORMS[name], params, STEPS, packed=False)
+  packed = train(TRANSFORMS[name], params, STEPS, packed=True)
+  assert_trees_close(packed, plain, F32, name)
+
+
+# Masks and labels for the original tree: per buffer when they follow the packing labels.
+MASKED = {
+    "masked": lambda: gtx.masked(gtx.adam(0.1), test_properties.not_scalar),
+    "partition": TRANSFORMS["partition"],
+    "adamw/mask": TRANSFORMS["adamw/mask"],
+    "lamb/mask": TRANSFORMS["lamb/mask"],
+}
+
+
+@pytest.mark.parametrize("name", list(MASKED))
+def test_masks_that_follow_the_labels_act_per_buffer(name):
+  params = test_properties.make_params()
+  plain = train(MASKED[name], params, STEPS, packed=False)
+  packed = train(MASKED[name], params, STEPS, packed=True, labels=test_properties.group)
+  assert_trees_close(packed, plain, F32, name)
+
+
+def test_state_of_a_masked_packed_adam_is_buffers():
+  params = test_properties.make_params()
+  packed = gtx.pack(params, labels=test_properties.group)
+  state = gtx.masked(gtx.adam(0.1), test_properties.not_scalar).init(packed)
+  mu = state.inner_state[0].mu
+  # Only the matrix's buffer, as a Packed of the selected group.
+  assert isinstance(mu, gtx.Packed) and list(mu) == ["float32/sgd"]
+  assert mu["float32/sgd"].shape == (6,)
+  # A mask that cuts through a buffer keeps the masked state on the plain leaves.
+  one_buffer = gtx.pack(params)
+  state = gtx.masked(gtx.adam(0.1), test_properties.not_scalar).init(one_buffer)
+  assert not isinstance(state.inner_state[0].mu, gtx.Packed)
+
+
+def test_elementwise_state_is_packed_and_apply_updates_gives_packed():
+  packed = gtx.pack(mixed_tree())
+  tx = gtx.chain(gtx.clip_by_global_norm(1.0), gtx.adamw(0.1, weight_decay=0.1))
+  state = tx.init(packed)
+  adam_state = state[1][0]
+  assert isinstance(adam_state.mu, gtx.Packed) and adam_state.mu.layout == packed.layout
+  updates, state = tx.update(jax.grad(packed_loss)(packed), state, packed)
+  new = gtx.apply_updates(packed, updates)
+  assert isinstance(new, gtx.Packed) and new.layout == packed.layout
+  assert [b.dtype for b in new.buffers] == [b.dtype for b in packed.buffers]
+  # What crosses a step: 2 params buffers, 2 + 2 moments and a count.
+  assert len(jax.tree.leaves((new, state))) == 7
+
+
+# --- float64 over more steps ------------------------------------------------------------
+
+LONGER = ["adam", "chain", "lamb/mask", "adafactor/momentum_decay", "partition",
+          "scale_by_sm3", "lbfgs", "flatten"]
+
+
+@pytest.mark.parametrize("name", LONGER)
+def test_packed_training_equals_plain_training_in_float64(name, loss_on_packed):
+  with jax.enable_x64(True):
+    params = test_properties.make_params(jnp.float64)
+    plain = train(TRANSFORMS[name], params, 10, packed=False)
+    packed = train(TRANSFORMS[name], params, 10, packed=True)
+    assert_trees_close(packed, plain, F64, name)
+
+
+# --- vmap, grad and scan on packed params ------------------------------------------------
+
+REPRESENTATIVE = ["adam", "lamb/mask", "scale_by_factored_rms/factored", "partition"]
+
+
+@pytest.mark.parametrize("name", REPRESENTATIVE)
+def test_vmap_over_packed_params(name):
+  tx = TRANSFORMS[name]()
+  members = [test_properties.make_params(seed=s) for s in range(2)]
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *map(gtx.pack, members))
+
+  @jax.jit
+  @jax.vmap
+  def two_steps(p):
+    state = tx.init(p)
+    for _ in range(2):
+      updates, state = tx.update(jax.grad(packed_loss)(p), state, p)
+      p = gtx.apply_updates(p, updates)
+    return p
+
+  batched = two_steps(batch)
+  for i, member in enumerate(members):
+    alone = train(TRANSFORMS[name], member, 2, packed=False)
+    assert_trees_close(gtx.unpack(jax.tree.map(lambda x: x[i], batched)), alone, F32,
+                       f"member {i}")
+
+
+@pytest.mark.parametrize("name", REPRESENTATIVE)
+def test_grad_through_packed_steps_equals_grad_through_plain_steps(name):
+  with jax.enable_x64(True):
+    params = test_properties.make_params(jnp.float64)
+
+    def final_loss(packed):
+      def fn(params):
+        tx = TRANSFORMS[name]()
+        p = gtx.pack(params) if packed else params
+        state = tx.init(p)
+        for _ in range(3):
+          updates, state = tx.update(jax.grad(packed_loss)(p), state, p)
+          p = gtx.apply_updates(p, updates)
+        return packed_loss(p)
+      return jax.jit(jax.grad(fn))(params)
+
+    assert_trees_close(final_loss(True), final_loss(False), F64, name)
+
+
+@pytest.mark.parametrize("name", REPRESENTATIVE)
+def test_scan_over_packed_steps(name):
+  params = test_properties.make_params()
+  tx = TRANSFORMS[name]()
+  packed = gtx.pack(params)
+
+  def step(carry, _):
+    p, state = carry
+    updates, state = tx.update(jax.grad(packed_loss)(p), state, p)
+    return (gtx.apply_updates(p, updates), state), None
+
+  (scanned, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, length=STEPS))(
+      (packed, tx.init(packed)))
+  assert_trees_close(gtx.unpack(scanned),
+                     train(TRANSFORMS[name], params, STEPS, packed=False), F32, name)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("leaf, words", [
+    (None, ["['b']", "is None"]),
+    ("text", ["['b']", "str", "not an array"]),
+    (jnp.arange(3), ["['b']", "int32", "floating-point"]),
+    (jnp.ones(2, bool), ["['b']", "bool", "floating-point"]),
+])
+def test_pack_names_the_bad_leaf(leaf, words):
+  with pytest.raises(TypeError) as info:
+    gtx.pack({"a": jnp.ones(2), "b": leaf})
+  for word in words:
+    assert word in str(info.value), str(info.value)
+
+
+def test_unpack_refuses_what_is_not_packed():
+  with pytest.raises(TypeError, match="unpack: expected a gtx.Packed.*got dict"):
+    gtx.unpack({"a": jnp.ones(2)})
+
+
+def test_labels_of_another_structure_are_refused():
+  with pytest.raises(ValueError, match="labels' tree structure differs"):
+    gtx.pack({"a": jnp.ones(2), "b": jnp.ones(3)}, labels={"a": "x"})
+
+
+@pytest.mark.parametrize("name", ["adam", "lamb/mask", "sgd/nesterov_schedule"])
+def test_grads_of_another_layout_are_refused_with_both_layouts(name):
+  params = test_properties.make_params()
+  other = {**params, "extra": jnp.ones(2)}
+  tx = TRANSFORMS[name]()
+  packed = gtx.pack(params)
+  with pytest.raises(ValueError) as info:
+    tx.update(gtx.pack(other), tx.init(packed), packed)
+  message = str(info.value)
+  assert str(packed.layout) in message and str(gtx.pack(other).layout) in message, message
+  assert "['extra'] (2,)" in message
+
+
+def test_apply_updates_refuses_another_layout():
+  params = test_properties.make_params()
+  with pytest.raises(ValueError) as info:
+    gtx.apply_updates(gtx.pack(params), gtx.pack(params, test_properties.group))
+  assert "float32/sgd[6]" in str(info.value) and "float32[7]" in str(info.value)
