@@ -29,7 +29,8 @@ def step_fn(tree):
 
 def assert_close(ours, theirs, dtype):
   assert jax.tree.structure(ours) == jax.tree.structure(theirs)
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(theirs)):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(ours),
+                          jax.tree.leaves(theirs)):
     assert x.dtype == y.dtype, jax.tree_util.keystr(path)
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **TOL[np.dtype(dtype).name],
                                err_msg=jax.tree_util.keystr(path))

@@ -1,9 +1,10 @@
 """gtx.projections against Optax 0.2.8's optax.projections (the oracle): every
 projection on random pytrees of mixed shapes (scalar, vector, matrix, 3-D) in float32
 and float64, with the default and a non-default radius, points inside and outside the
-set, jitted (a few eagerly too); and their derivatives (``jax.grad`` of ``<P(x), d>``). Plus what makes them projections (feasible, idempotent) and the
-one place gradtx departs: scalar box bounds on a tree, which Optax documents but fails
-on.
+set, jitted (a few eagerly too), and their derivatives (``jax.grad`` of ``<P(x), d>``).
+Plus what makes them projections (feasible, idempotent, a NumPy oracle for the simplex)
+and the one place gradtx departs: scalar box bounds on a tree, which Optax documents but
+fails on.
 """
 
 import jax
@@ -43,7 +44,8 @@ def _optax_hypercube(x, scale=1):
   """Optax's hypercube with its bounds as full trees: Optax's own takes scalar (or
   tree) bounds only for a single array (see the last tests)."""
   lower = jax.tree.map(jnp.zeros_like, x)
-  upper = jax.tree.map(lambda leaf, s: jnp.full_like(leaf, s), x, jax.tree.broadcast(scale, x))
+  upper = jax.tree.map(lambda leaf, s: jnp.full_like(leaf, s), x,
+                       jax.tree.broadcast(scale, x))
   return optax.projections.projection_box(x, lower, upper)
 
 
@@ -61,7 +63,8 @@ def _fns(case):
 
 def assert_trees_close(ours, theirs, dtype):
   assert jax.tree.structure(ours) == jax.tree.structure(theirs)
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(theirs)):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(ours),
+                          jax.tree.leaves(theirs)):
     assert x.dtype == y.dtype, jax.tree_util.keystr(path)
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **TOL[np.dtype(dtype).name],
                                err_msg=jax.tree_util.keystr(path))
@@ -146,7 +149,8 @@ def test_scalar_box_bounds_on_a_tree_are_broadcast():
     optax.projections.projection_hypercube(x)
   full = lambda v: jax.tree.map(lambda leaf: jnp.full_like(leaf, v), x)  # noqa: E731
   assert_trees_close(gtx.projections.projection_box(x, -0.3, 0.4),
-                     optax.projections.projection_box(x, full(-0.3), full(0.4)), jnp.float32)
+                     optax.projections.projection_box(x, full(-0.3), full(0.4)),
+                     jnp.float32)
   assert_trees_close(gtx.projections.projection_hypercube(x, 0.5),
                      optax.projections.projection_box(x, full(0.0), full(0.5)), jnp.float32)
   # On a single array both accept scalars, with the same result.

@@ -324,8 +324,8 @@ def track_per_element_mean_and_variance_with_ema(ema_decay: jax.typing.ArrayLike
     del params, extra_args
     ema = lambda x, m: (1.0 - ema_decay) * x + ema_decay * m  # noqa: E731
     mean_ema = map_leaves(owner, ema, updates, state.mean_grads_ema)
-    variance = map_leaves(owner, lambda s: (1 / (jnp.asarray(sample_size, s.dtype) - 1)) * s,
-                          sum_sq_diff_grads)
+    inverse = lambda s: 1 / (jnp.asarray(sample_size, s.dtype) - 1)  # noqa: E731
+    variance = map_leaves(owner, lambda s: inverse(s) * s, sum_sq_diff_grads)
     variance_ema = map_leaves(owner, ema, variance, state.variance_grads_ema)
     return updates, state._replace(count=safe_increment(state.count),
                                    mean_grads_ema=mean_ema, variance_grads_ema=variance_ema)
@@ -367,6 +367,6 @@ def add_mean_variance_to_opt(opt: base.GradientTransformation,
   return process(preprocessor=base.identity(),
                  aggregator=get_per_element_mean_and_sum_sq_diff_grads(
                      per_elt_axis, accumulation_steps),
-                 postprocessor=chain(track_per_element_mean_and_variance_with_ema(ema_decay),
-                                     opt),
+                 postprocessor=chain(
+                     track_per_element_mean_and_variance_with_ema(ema_decay), opt),
                  aggregator_has_aux=True)

@@ -28,7 +28,7 @@ def _empty() -> tuple[jax.Array, jax.Array]:
   return jnp.zeros(0, int), jnp.zeros(0, int)
 
 
-# --- Crouse (2016) -------------------------------------------------------------------------
+# --- Crouse (2016) ------------------------------------------------------------------------
 
 
 def _pick_column(shortest: jax.Array, remaining: jax.Array, num_remaining: jax.Array,
@@ -136,7 +136,7 @@ def base_hungarian_algorithm(cost_matrix: Any) -> tuple[jax.Array, jax.Array]:
   return jnp.arange(n), col4row
 
 
-# --- Scenic's version ------------------------------------------------------------------------
+# --- Scenic's version ---------------------------------------------------------------------
 
 
 def _assign_row(costs: jax.Array, carry, row):

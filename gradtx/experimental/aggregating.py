@@ -16,7 +16,8 @@ from gradtx._src.aggregating import (AccumulateAvgUpdatesState, AggregatedUpdate
 
 __all__ = [
     "AccumulateAvgUpdatesState", "AggregatedUpdates", "Aggregator", "AggregatorUpdateFn",
-    "MaybeAxis", "PerElementMeanAndSumSqDiffGradsState", "PerElementMeanAndVarianceEMAState",
+    "MaybeAxis", "PerElementMeanAndSumSqDiffGradsState",
+    "PerElementMeanAndVarianceEMAState",
     "PerElementUpdates", "accumulate_avg_updates", "add_mean_variance_to_opt",
     "average_incrementally_updates", "average_per_element_updates",
     "get_batch_size_from_per_elt_updates", "get_per_element_mean_and_sum_sq_diff_grads",
