@@ -305,3 +305,10 @@ def test_apply_updates_refuses_another_layout():
   with pytest.raises(ValueError) as info:
     gtx.apply_updates(gtx.pack(params), gtx.pack(params, test_properties.group))
   assert "float32/sgd[6]" in str(info.value) and "float32[7]" in str(info.value)
+
+
+def test_a_mask_for_other_params_is_refused():
+  packed = gtx.pack(test_properties.make_params())
+  tx = gtx.masked(gtx.adam(0.1), {"scalar": True})
+  with pytest.raises(ValueError, match="masked: the tree structure of the packed params"):
+    tx.init(packed)

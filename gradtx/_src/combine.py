@@ -148,8 +148,15 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn, *,
     """The mask as one bool per packed leaf."""
     layout = packed.layout
     skeleton = layout.treedef.unflatten(list(range(len(layout.slots))))
-    kept = _mask_tree(skeleton, resolve_mask(packed))
-    return [i in set(jax.tree.leaves(kept)) for i in range(len(layout.slots))]
+    mask_tree = resolve_mask(packed)
+    try:
+      kept = set(jax.tree.leaves(_mask_tree(skeleton, mask_tree)))
+    except ValueError as error:
+      raise ValueError(
+          "masked: the tree structure of the packed params differs from the tree "
+          "structure of the mask (or partition labels); are they for other params?\n"
+          f"  packed: {layout}\n  mask:   {jax.tree.structure(mask_tree)}") from error
+    return [i in kept for i in range(len(layout.slots))]
 
   def packed_init(params):
     if not isinstance(params, packing.Packed):

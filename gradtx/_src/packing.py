@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
-from typing import Any, Callable, Hashable
+import weakref
+from typing import Any, Callable, Hashable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +35,7 @@ from gradtx._src import base
 PyTree = Any
 
 
-@dataclasses.dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
   """Where one leaf lives: its path, group (buffer index), offset and shape."""
   path: str
   group: int
@@ -47,7 +47,7 @@ class Slot:
     return int(np.prod(self.shape, dtype=np.int64))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Layout:
   """The static part of a :class:`Packed`: hashable, compared by value.
 
@@ -60,6 +60,18 @@ class Layout:
   treedef: Any
   groups: tuple[tuple[str, Hashable], ...]
   slots: tuple[Slot, ...]
+
+  def __post_init__(self):
+    # jit compares the layouts of its arguments at every call: hash once.
+    object.__setattr__(self, "_hash", hash((self.treedef, self.groups, self.slots)))
+
+  def __hash__(self) -> int:
+    return self._hash
+
+  def __eq__(self, other: Any) -> bool:
+    return self is other or (isinstance(other, Layout) and self._hash == other._hash
+                             and (self.treedef, self.groups, self.slots)
+                             == (other.treedef, other.groups, other.slots))
 
   def group_size(self, group: int) -> int:
     return sum(slot.size for slot in self.slots if slot.group == group)
@@ -76,6 +88,15 @@ class Layout:
       parts.append(f"{self.group_name(g)}[{self.group_size(g)}] <- {leaves}")
     return (f"Layout({len(self.slots)} leaves of {self.treedef} in {len(self.groups)} "
             "buffers: " + "; ".join(parts) + ")")
+
+
+# Equal layouts are one object, so that the comparison jit makes at every call is an
+# identity check.
+_LAYOUTS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _interned(layout: Layout) -> Layout:
+  return _LAYOUTS.setdefault(layout, layout)
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -196,10 +217,10 @@ def layout_of(params: PyTree, labels: Any = None, none_leaves: bool = False) -> 
     group = groups.setdefault((dtype, label), len(groups))
     if group == len(sizes):
       sizes.append(0)
-    slot = Slot(path, group, sizes[group], tuple(np.shape(leaf)))
+    slot = Slot(path, group, sizes[group], tuple(int(d) for d in np.shape(leaf)))
     sizes[group] += slot.size
     slots.append(slot)
-  return Layout(treedef, tuple(groups), tuple(slots))
+  return _interned(Layout(treedef, tuple(groups), tuple(slots)))
 
 
 def repack(tree: PyTree, layout: Layout, owner: str = "pack") -> Packed:
@@ -332,11 +353,11 @@ def restrict(packed: Packed, keep: list[bool], skip: Callable[[], Any]) -> Packe
   kept_groups = [g for g in range(len(layout.groups))
                  if any(k for k, s in zip(keep, layout.slots) if s.group == g)]
   renumber = {g: i for i, g in enumerate(kept_groups)}
-  slots = tuple(dataclasses.replace(s, group=renumber[s.group])
+  slots = tuple(s._replace(group=renumber[s.group])
                 for k, s in zip(keep, layout.slots) if k)
   skeleton = layout.treedef.unflatten([0 if k else skip() for k in keep])
-  sub = Layout(jax.tree.structure(skeleton), tuple(layout.groups[g] for g in kept_groups),
-               slots)
+  sub = _interned(Layout(jax.tree.structure(skeleton),
+                         tuple(layout.groups[g] for g in kept_groups), slots))
   return Packed(tuple(packed.buffers[g] for g in kept_groups), sub)
 
 
