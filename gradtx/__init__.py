@@ -168,6 +168,7 @@ from gradtx._src.averaging import AverageParamsState, average_params, averaged_p
 from gradtx import assignment, experimental, perturbations, projections, second_order
 # --- issue 18-pack: add imports below this line ---
 from gradtx._src.packing import Packed, pack, unpack
+from gradtx import flax
 from gradtx import contrib, transforms, tree, tree_utils
 
 __version__ = "0.1.0"
