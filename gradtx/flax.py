@@ -21,7 +21,7 @@ new optimizer state back through ``nnx.state``, which turns each ``Packed`` into
   def train_step(packed, opt_state, rest, x, y):
     def loss_fn(packed):
       model = gtx.flax.merge_packed(graphdef, packed, rest)
-      return loss(model(x), y), nnx.state(model, nnx.BatchStat)
+      return loss(model(x), y), nnx.state(model, nnx.Not(nnx.Param))  # the new rest
     (value, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(packed)
     updates, opt_state = tx.update(grads, opt_state, packed)
     return gtx.apply_updates(packed, updates), opt_state, rest, value
@@ -101,10 +101,11 @@ def merge_packed(graphdef: Any, packed: Packed, *states: Any) -> Any:
 
   Inside a loss differentiated with respect to ``packed``, its gradient is a ``Packed``.
   The Variables are new so that a module which updates its own state during the call
-  (BatchNorm's running statistics, RNG counts) may do so under ``jax.grad`` even when
+  (BatchNorm's running statistics) may do so under ``jax.grad`` even when
   ``states`` came in as arguments of an enclosing ``jax.jit`` (``nnx.merge`` without a
   copy raises Flax's ``TraceContextError`` there); those updates are not written back to
-  ``states``: read them from the module, ``nnx.state(model, nnx.BatchStat)``.
+  ``states``: read them from the module (after ``split_packed(node)`` with the default
+  filters, ``nnx.state(model, nnx.Not(nnx.Param))`` is the new ``rest``).
 
   Raises:
     TypeError: ``packed`` is not a :class:`gradtx.Packed`.
