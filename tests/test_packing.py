@@ -183,18 +183,6 @@ def test_elementwise_state_is_packed_and_apply_updates_gives_packed():
   assert len(jax.tree.leaves((new, state))) == 7
 
 
-def test_per_leaf_state_shaped_like_the_params_is_packed():
-  params = test_properties.make_params()
-  packed = gtx.pack(params)
-  state = gtx.scale_by_novograd().init(packed)  # per-leaf views: a norm per array
-  assert isinstance(state.mu, gtx.Packed) and list(state.mu) == ["float32"]
-  # Its second moment is one number per array: it stays a tree.
-  assert state.nu["nested"]["matrix"].shape == ()
-  # The factored moments of Adafactor are not shaped like the params: they stay leaves.
-  state = gtx.scale_by_factored_rms(min_dim_size_to_factor=2).init(packed)
-  assert state.v_row["nested"]["matrix"].shape == (2,)
-
-
 # --- float64 over more steps ------------------------------------------------------------
 
 LONGER = ["adam", "chain", "lamb/mask", "adafactor/momentum_decay", "partition",

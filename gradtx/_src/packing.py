@@ -15,8 +15,7 @@ Every transform accepts a ``Packed`` as params, updates and grads. An elementwis
 (Adam, momentum, weight decay) and a whole-tree reduction (a global norm) run on the
 buffers. A rule that needs each leaf's shape (``centralize``, trust ratios, factored or
 matrix preconditioners) is wrapped, where it is built, in :func:`per_leaf_views`: it sees
-the unpacked views, and its updates (and the parts of its state shaped like the params)
-are packed again.
+the unpacked views, keeps its state on the plain tree, and its updates are packed again.
 """
 
 from __future__ import annotations
@@ -321,41 +320,16 @@ def _views_of_extra_args(extra_args: dict[str, Any], layout: Layout) -> dict[str
   return out
 
 
-def _param_shaped(tree: Any, layout: Layout) -> bool:
-  """Whether ``tree`` has the params' structure and shapes, with floating-point leaves."""
-  if jax.tree.structure(tree) != layout.treedef:
-    return False
-  return all(tuple(jnp.shape(x)) == slot.shape
-             and jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-             for x, slot in zip(jax.tree.leaves(tree), layout.slots))
-
-
-def _packed_state(state: Any, layout: Layout) -> Any:
-  """``state`` with each part shaped like the params (moments, say) packed, by its own
-  dtypes: a storage change only, undone by :func:`_unpacked_state`."""
-  fits = lambda x: _param_shaped(x, layout)  # noqa: E731
-  return jax.tree.map(lambda x: repack(x, layout_of(x)) if fits(x) else x, state,
-                      is_leaf=fits)
-
-
-def _unpacked_state(state: Any) -> Any:
-  return jax.tree.map(lambda x: unpack(x) if isinstance(x, Packed) else x, state,
-                      is_leaf=lambda x: isinstance(x, Packed))
-
-
 def per_leaf_views(tx: base.GradientTransformation) -> base.GradientTransformation:
   """``tx``, which needs each leaf's shape, made to accept :class:`Packed` input.
 
   On plain trees it is ``tx``. Given a ``Packed``, ``tx`` runs on the unpacked views of
-  the updates, params and packed extra arguments, and its updates are packed again in
-  the updates' layout. Its state is ``tx``'s on the plain tree, with the parts shaped
-  like the params (a momentum, say) kept packed, so they too cross a step as buffers.
+  the updates, params and packed extra arguments (its state is built on the plain tree),
+  and its updates are packed again in the updates' layout.
   """
 
   def init(params):
-    if not isinstance(params, Packed):
-      return tx.init(params)
-    return _packed_state(tx.init(unpack(params)), params.layout)
+    return tx.init(unpack(params) if isinstance(params, Packed) else params)
 
   def update(updates, state, params=None, **extra_args):
     if not isinstance(updates, Packed):
@@ -364,9 +338,9 @@ def per_leaf_views(tx: base.GradientTransformation) -> base.GradientTransformati
     if params is not None:
       check_layouts("per-leaf transform", updates, params)
       params = unpack(params)
-    new_updates, state = base.call_update(tx, unpack(updates), _unpacked_state(state),
-                                          params, _views_of_extra_args(extra_args, layout))
-    return repack(new_updates, layout), _packed_state(state, layout)
+    new_updates, state = base.call_update(tx, unpack(updates), state, params,
+                                          _views_of_extra_args(extra_args, layout))
+    return repack(new_updates, layout), state
 
   return base.GradientTransformationExtraArgs(init, update)
 
