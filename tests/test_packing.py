@@ -103,7 +103,17 @@ def train(factory, params, steps, packed, labels=None):
   """Params after ``steps`` steps of a ``lax.scan`` in one jitted function (one step
   compiled): on the plain tree, or packed (``pack`` once, the loss written on
   ``unpack``), then unpacked."""
+  return jax.jit(lambda params: _scan(factory(), params, steps, packed, labels))(params)
+
+
+def train_both(factory, params, steps, labels=None):
+  """``(plain, packed)``: both trainings of :func:`train` in one compiled function."""
   tx = factory()
+  return jax.jit(lambda params: (_scan(tx, params, steps, False, labels),
+                                 _scan(tx, params, steps, True, labels)))(params)
+
+
+def _scan(tx, params, steps, packed, labels):
 
   def step(carry, _):
     p, state = carry
@@ -112,13 +122,9 @@ def train(factory, params, steps, packed, labels=None):
     assert isinstance(p, gtx.Packed) == packed
     return (p, state), None
 
-  @jax.jit
-  def run(params):
-    p = gtx.pack(params, labels) if packed else params
-    (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), length=steps)
-    return gtx.unpack(p) if packed else p
-
-  return run(params)
+  p = gtx.pack(params, labels) if packed else params
+  (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), length=steps)
+  return gtx.unpack(p) if packed else p
 
 
 @pytest.fixture
@@ -133,8 +139,7 @@ def test_packed_training_equals_plain_training(name, loss_on_packed):
   """A transform that fails here reads leaf shapes or reduces over leaves: it must see
   per-leaf views (``leafwise(..., shape_aware=True)``, or ``packing.per_leaf_views``)."""
   params = test_properties.make_params()
-  plain = train(TRANSFORMS[name], params, STEPS, packed=False)
-  packed = train(TRANSFORMS[name], params, STEPS, packed=True)
+  plain, packed = train_both(TRANSFORMS[name], params, STEPS)
   assert_trees_close(packed, plain, F32, name)
 
 
@@ -150,8 +155,7 @@ MASKED = {
 @pytest.mark.parametrize("name", list(MASKED))
 def test_masks_that_follow_the_labels_act_per_buffer(name):
   params = test_properties.make_params()
-  plain = train(MASKED[name], params, STEPS, packed=False)
-  packed = train(MASKED[name], params, STEPS, packed=True, labels=test_properties.group)
+  plain, packed = train_both(MASKED[name], params, STEPS, labels=test_properties.group)
   assert_trees_close(packed, plain, F32, name)
 
 
@@ -193,8 +197,7 @@ LONGER = ["adam", "chain", "lamb/mask", "adafactor/momentum_decay", "partition",
 def test_packed_training_equals_plain_training_in_float64(name, loss_on_packed):
   with jax.enable_x64(True):
     params = test_properties.make_params(jnp.float64)
-    plain = train(TRANSFORMS[name], params, 10, packed=False)
-    packed = train(TRANSFORMS[name], params, 10, packed=True)
+    plain, packed = train_both(TRANSFORMS[name], params, 10)
     assert_trees_close(packed, plain, F64, name)
 
 

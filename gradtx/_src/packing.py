@@ -111,6 +111,10 @@ class Packed:
   def __init__(self, buffers: tuple[Any, ...], layout: Layout):
     self.buffers = tuple(buffers)
     self.layout = layout
+    # Flax may be imported after the first pack (a restored state is built later):
+    # looked up, never imported, so Flax is not a dependency.
+    if "flax.serialization" in sys.modules:
+      _register_with_flax(sys.modules["flax.serialization"])
 
   def tree_flatten_with_keys(self):
     keys = [jax.tree_util.DictKey(self.layout.group_name(g))
@@ -232,8 +236,6 @@ def repack(tree: PyTree, layout: Layout, owner: str = "pack") -> Packed:
     raise ValueError(
         f"{owner}: the tree structure differs from the packed layout's\n"
         f"  tree:   {jax.tree.structure(tree)}\n  layout: {layout}") from error
-  if "flax.serialization" in sys.modules:  # looked up, never imported: not a dependency
-    _register_with_flax(sys.modules["flax.serialization"])
   parts: list[list[jax.Array]] = [[] for _ in layout.groups]
   for slot, leaf in zip(layout.slots, leaves):
     leaf = jnp.asarray(leaf)
@@ -266,7 +268,11 @@ def pack(params: PyTree, labels: Any = None) -> Packed:
 
   Raises:
     TypeError: a leaf is None, not an array, or not floating-point (its path is named).
+    ValueError: a leaf is split over mesh axes (packing would gather it; the message
+      says what to do instead).
   """
+  from gradtx._src import sharding  # pylint: disable=g-import-not-at-top  (a cycle)
+  sharding.check_packable(params)
   return repack(params, layout_of(params, labels))
 
 
