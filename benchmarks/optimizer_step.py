@@ -3,7 +3,8 @@
 For each pytree shape and optimizer this times, alternating the contenders round by round:
 
 - gradtx, the plain way (``update`` then ``apply_updates`` in one donated, jitted step);
-- gradtx wrapped in ``gtx.flatten`` (one contiguous buffer per dtype);
+- gradtx wrapped in ``gtx.flatten`` (the updates packed inside the step);
+- gradtx on packed params (``gtx.pack``: params, grads and state one buffer per dtype);
 - Optax, the same plain way;
 - torch.optim with a per-tensor loop (``foreach=False``), ``foreach=True`` and ``fused=True``;
 - the memory-bound limit: one donated, fused elementwise op over a single flat buffer that
@@ -172,7 +173,9 @@ def contenders(name: str, params, grads):
   built = {"limit": lambda: LimitStep(total, streams),
            "gradtx": lambda: JaxStep(make_gtx(), gtx.apply_updates, params, grads),
            "gradtx flatten": lambda: JaxStep(gtx.flatten(make_gtx()), gtx.apply_updates,
-                                             params, grads)}
+                                             params, grads),
+           "gradtx packed": lambda: JaxStep(make_gtx(), gtx.apply_updates,
+                                            gtx.pack(params), gtx.pack(grads))}
   try:
     import optax
     built["optax"] = lambda: JaxStep(getattr(optax, optax_name)(**optax_kwargs),
