@@ -1,19 +1,10 @@
 """Shared fixtures: mixed-shape pytrees and a deterministic, params-dependent loss."""
 
 import importlib.util
-import os
 import pathlib
 import sys
 
-# The suite compiles thousands of small programs, and its time is mostly XLA's. At LLVM
-# optimisation level 0 the arithmetic is still the HLO program XLA optimised; LLVM spends
-# less time on the machine code (which runs slower, and these programs are tiny). Both
-# sides of every comparison are compiled the same way. Subprocess tests that set
-# XLA_FLAGS themselves keep the default.
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
-
-import jax  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS)
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
