@@ -5,8 +5,8 @@ optimizer trains the same `flax.nnx` model from the same initial weights on the 
 batches; each is a few lines composed from gradtx's pieces (see ``OPTIMIZERS``). The
 script shows a progress bar per run, prints a table (final training loss, test accuracy,
 median step time, optimizer state size) and writes ``results.json`` and
-``loss_curves.png`` into ``--out`` (default ``outputs/compare_optimizers``). The full
-default run (10 optimizers, 30 epochs) takes 30 s to a minute on two CPU cores:
+``loss_curves.png`` into ``--out`` (default ``outputs/compare_optimizers``), and prints
+how long the run took (the default: fifteen optimizers, 30 epochs each):
 
     python examples/compare_optimizers.py
     python examples/compare_optimizers.py --optimizers adam,ranger,adabound --epochs 10
