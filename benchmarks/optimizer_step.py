@@ -62,6 +62,21 @@ def state_bytes(state) -> int:
   return sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, "nbytes"))
 
 
+def compile_donated(step, params, state, *rest):
+  """``step`` jitted with its first two arguments (params, state) donated and compiled for
+  these arguments: ``(compiled, compile seconds, XLA's peak-memory estimate in bytes)``,
+  the estimate being arguments + outputs + temporaries - donated aliases (None where XLA
+  gives no analysis)."""
+  start = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, *rest).compile()
+  compile_s = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  peak = None if memory is None else (
+      memory.argument_size_in_bytes + memory.output_size_in_bytes
+      + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  return compiled, compile_s, peak
+
+
 class JaxStep:
   """A donated, jitted ``update`` + ``apply_updates`` step for one transform."""
 
@@ -75,15 +90,8 @@ class JaxStep:
       updates, state = tx.update(grads, state, params)
       return apply_updates(params, updates), state
 
-    jitted = jax.jit(step, donate_argnums=(0, 1))
-    start = time.perf_counter()
-    compiled = jitted.lower(self.params, self.state, grads).compile()
-    self.compile_s = time.perf_counter() - start
-    memory = compiled.memory_analysis()
-    self.peak_bytes = None if memory is None else (
-        memory.argument_size_in_bytes + memory.output_size_in_bytes
-        + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
-    self.step = compiled
+    self.step, self.compile_s, self.peak_bytes = compile_donated(
+        step, self.params, self.state, grads)
     self.run(1)
 
   def run(self, k: int) -> float:
