@@ -169,6 +169,9 @@ from gradtx import assignment, experimental, perturbations, projections, second_
 # --- issue 18-pack: add imports below this line ---
 from gradtx._src.packing import Packed, pack, unpack
 from gradtx import flax
+# --- issue 19-diloco: add imports below this line ---
+# --- issue 19-probls: add imports below this line ---
+# --- issue 18-pad: add imports below this line ---
 from gradtx import contrib, transforms, tree, tree_utils
 
 __version__ = "0.1.0"

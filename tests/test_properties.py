@@ -343,6 +343,9 @@ TRANSFORMS = {
         LR, weight_decay=0.1, mask=not_scalar))),
     "unpack/partition": lambda: gtx.flatten(gtx.partition(
         {"adam": gtx.adam(LR), "sgd": gtx.sgd(LR, momentum=0.9)}, group)),
+    # --- issue 19-diloco: add entries below this line ---
+    # --- issue 19-probls: add entries below this line ---
+    # --- issue 18-pad: add entries below this line ---
 }
 # Searches and solver loops are lax.while_loops, which jax.grad cannot differentiate
 # (in Optax neither).

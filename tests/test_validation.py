@@ -289,6 +289,9 @@ SPECS = {
                             every=(3, ("integer", 1)))),
     # --- issue 17-submodules: add entries below this line ---
     # --- issue 18-pack: add entries below this line ---
+    # --- issue 19-diloco: add entries below this line ---
+    # --- issue 19-probls: add entries below this line ---
+    # --- issue 18-pad: add entries below this line ---
 }
 # Hyperparameters that set a shape or a Python-level size: they must be concrete, so the
 # test that traces every hyperparameter keeps them as numbers.
@@ -338,6 +341,9 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
                       # --- issue 17-submodules: add names below this line ---
                       # --- issue 18-pack: add names below this line ---
                       "pack", "unpack",
+                      # --- issue 19-diloco: add names below this line ---
+                      # --- issue 19-probls: add names below this line ---
+                      # --- issue 18-pad: add names below this line ---
 }
 NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                     "value_and_grad_from_state", "minimize",
