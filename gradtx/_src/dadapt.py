@@ -16,7 +16,7 @@ Numerics, defaults and state follow Optax 0.2.8's ``optax.contrib.dadapt_adamw``
 scalars in at least float32, see :mod:`gradtx._src.tree_scalars`), except after steps
 with all-zero gradients only: there ``||s||_1 = 0``, and Optax's ``d`` becomes NaN
 (0 / 0) for good; here ``d`` is kept, as in the authors' PyTorch code, which skips such
-a step (``tests/test_dadapt.py`` shows both).
+a step (``tests/test_d_adaptation.py`` shows both).
 """
 
 from __future__ import annotations
@@ -52,6 +52,21 @@ class DAdaptAdamWState(NamedTuple):
   estim_lr: jax.Array
   numerator_weighted: jax.Array
   count: jax.Array
+
+
+def adapted_step_size(d, learning_rate, count, b1, b2):
+  """``(t, dlr)``: the step number ``t = count + 1`` and ``dlr = d lr sqrt(1 - b2**t) /
+  (1 - b1**t)``, in ``d``'s dtype (D-Adaptation's and Prodigy's scaled step size)."""
+  t = safe_increment(count)
+  bias = ((1 - b2**t) ** 0.5) / (1 - b1**t)
+  return t, jnp.asarray(d * base.resolve(learning_rate, count) * bias, d.dtype)
+
+
+def raised_estimate(d, numerator, s, scale=1.0):
+  """``max(d, numerator / (scale ||s||_1))``, keeping ``d`` where ``||s||_1 = 0`` (the
+  authors' code skips such a step; Optax's ``d`` becomes NaN there)."""
+  denominator = scale * tree_sum(jax.tree.map(jnp.abs, wide(s)))
+  return jnp.maximum(d, safe_ratio(numerator, denominator, d)).astype(d.dtype)
 
 
 def _moments(u, m, v, s, *, dlr, b1, b2, sb2, eps):
@@ -100,18 +115,15 @@ def dadapt_adamw(learning_rate: base.ScalarOrSchedule = 1.0,
     if params is None:
       raise ValueError(base.NO_PARAMS_MSG.format("dadapt_adamw"))
     sb2 = b2 ** 0.5
-    count_inc = safe_increment(state.count)
     d = state.estim_lr
-    bias = ((1 - b2**count_inc) ** 0.5) / (1 - b1**count_inc)
-    dlr = (d * base.resolve(learning_rate, state.count) * bias).astype(d.dtype)
+    count_inc, dlr = adapted_step_size(d, learning_rate, state.count, b1, b2)
     weighted, m, v, s = map_leaves("dadapt_adamw", _moments, updates, state.exp_avg,
                                    state.exp_avg_sq, state.grad_sum, dlr=dlr, b1=b1, b2=b2,
                                    sb2=sb2, eps=eps)
     numerator = (sb2 * state.numerator_weighted
                  + (1 - sb2) * dlr * tree_vdot(wide(updates), wide(weighted))
                  ).astype(d.dtype)
-    denominator = (1 - sb2) * tree_sum(jax.tree.map(jnp.abs, wide(s)))
-    new_d = jnp.maximum(d, safe_ratio(numerator, denominator, d)).astype(d.dtype)
+    new_d = raised_estimate(d, numerator, s, scale=1 - sb2)
     new_updates = map_leaves("dadapt_adamw", _step, m, v, params, dlr=dlr, eps=eps,
                              weight_decay=weight_decay)
     return new_updates, DAdaptAdamWState(m, v, s, new_d, numerator, count_inc)

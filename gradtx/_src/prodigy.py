@@ -16,7 +16,7 @@ Numerics, defaults and state follow Optax 0.2.8's ``optax.contrib.prodigy`` (the
 scalars in at least float32, see :mod:`gradtx._src.tree_scalars`), except after steps
 with all-zero gradients only: there ``||s||_1 = 0``, and Optax's ``d`` becomes NaN
 (0 / 0) for good; here ``d`` is kept, as in the authors' PyTorch code, which skips such
-a step (``tests/test_prodigy.py`` shows both).
+a step (``tests/test_d_adaptation.py`` shows both).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from gradtx._src import base
 from gradtx._src.hyperparams import hyperparameters
 from gradtx._src.leafwise import map_leaves
 from gradtx._src.tree.casting import tree_zeros_like
-from gradtx._src.tree.math import safe_increment, tree_sum, tree_vdot, zero_count
-from gradtx._src.tree_scalars import check_betas, safe_ratio, scalar_dtype, wide
+from gradtx._src.dadapt import adapted_step_size, raised_estimate
+from gradtx._src.tree.math import tree_vdot, zero_count
+from gradtx._src.tree_scalars import check_betas, scalar_dtype, wide
 
 
 class ProdigyState(NamedTuple):
@@ -107,10 +108,8 @@ def prodigy(learning_rate: base.ScalarOrSchedule = 1.0,
     del extra_args
     if params is None:
       raise ValueError(base.NO_PARAMS_MSG.format("prodigy"))
-    count_inc = safe_increment(state.count)
     d = state.estim_lr
-    bias = ((1 - b2**count_inc) ** 0.5) / (1 - b1**count_inc)
-    dlr = jnp.asarray(d * base.resolve(learning_rate, state.count) * bias, d.dtype)
+    count_inc, dlr = adapted_step_size(d, learning_rate, state.count, b1, b2)
     difference, m, v, s = map_leaves(
         "prodigy", _moments, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum,
         state.params0, params, d=d, dlr=dlr, b1=b1, b2=b2, b3=b3, d0=estim_lr0,
@@ -119,9 +118,7 @@ def prodigy(learning_rate: base.ScalarOrSchedule = 1.0,
     numerator = (numerator + (d / estim_lr0) * dlr * tree_vdot(wide(updates),
                                                                wide(difference))
                  ).astype(d.dtype)
-    denominator = tree_sum(jax.tree.map(jnp.abs, wide(s)))
-    estimate = safe_ratio(estim_lr_coef * numerator, denominator, d)
-    new_d = jnp.maximum(d, estimate).astype(d.dtype)
+    new_d = raised_estimate(d, estim_lr_coef * numerator, s)
     new_updates = map_leaves("prodigy", _step, m, v, params, dlr=dlr, d=new_d, eps=eps,
                              weight_decay=weight_decay)
     return new_updates, ProdigyState(m, v, s, state.params0, new_d, numerator, count_inc)
