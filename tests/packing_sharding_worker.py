@@ -3,13 +3,15 @@
 Started by tests/test_packing_sharding.py in a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the rest of the suite keeps one
 device). On a ``("data",)`` mesh of 8 devices it trains a small MLP packed in two
-buffers (weights, biases; both lengths multiples of 8): params replicated, the batch
-split over ``data``, the optimizer state split over ``data`` by
-``gtx.state_shardings(tx, packed, shard_over="data")``, passed as the step's
+buffers (weights, 828 floats, and biases, 43) with ``multiple_of=8``, which pads them to
+832 and 48: params replicated, the batch split over ``data``, the optimizer state split
+over ``data`` by ``gtx.state_shardings(tx, packed, shard_over="data")``, passed as the step's
 ``in_shardings``/``out_shardings``. Each optimizer's run is compared with the same steps
 on one device, computed here too, and the shardings the steps leave on params and state
-are compared with the promised ones after every step. It also records what
-``state_shardings`` gives a buffer that 8 does not divide, and the errors of
+are compared with the promised ones after every step, and the padding of the params
+and of the packed state is read at the end. It also records what ``state_shardings``
+gives a buffer that 8 does not divide (unpadded) and the same params padded, and the
+errors of
 ``check_packable`` on params split over a ``("data", "model")`` mesh.
 """
 
@@ -30,11 +32,11 @@ LABELS = {"w1": "weights", "b1": "biases", "w2": "weights", "b2": "biases"}
 OPTIMIZERS = {
     "adam": lambda: gtx.adam(1e-2),
     "clip+adamw": lambda: gtx.chain(gtx.clip_by_global_norm(0.5), gtx.adamw(1e-2)),
-    "adafactor": lambda: gtx.adafactor(1e-2),  # per-leaf views: state on the plain tree
+    "adafactor": lambda: gtx.adafactor(5e-2),  # per-leaf views: state on the plain tree
 }
 
 
-def init_params(key, hidden=32, classes=8):
+def init_params(key, hidden=36, classes=7):
   k1, k2 = jax.random.split(key)
   return {"w1": jax.random.normal(k1, (16, hidden)) / 4, "b1": jnp.zeros(hidden),
           "w2": jax.random.normal(k2, (hidden, classes)) / 6, "b2": jnp.zeros(classes)}
@@ -42,7 +44,7 @@ def init_params(key, hidden=32, classes=8):
 
 def make_batch(key, n=64):
   x = jax.random.normal(key, (n, 16))
-  return x, jnp.argmax(x[:, :8], axis=1)
+  return x, jnp.argmax(x[:, :7], axis=1)  # one of the 7 classes
 
 
 def loss_fn(packed, x, y):
@@ -89,8 +91,20 @@ def zero1(tx, packed, mesh):
   return params_sharding, opt_sharding, split, step
 
 
+def largest_in_padding(tree):
+  """The largest magnitude in the padding of every buffer of every Packed in ``tree``."""
+  largest = 0.0
+  for node in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, gtx.Packed)):
+    if isinstance(node, gtx.Packed):
+      for g, buffer in enumerate(node.buffers):
+        pad = node.layout.padding(g)
+        if pad:
+          largest = max(largest, float(np.max(np.abs(np.asarray(buffer)[-pad:]))))
+  return largest
+
+
 def train(name, mesh, data):
-  packed = gtx.pack(init_params(jax.random.key(0)), LABELS)
+  packed = gtx.pack(init_params(jax.random.key(0)), LABELS, multiple_of=8)
   tx = OPTIMIZERS[name]()
 
   one_step = make_step(tx)
@@ -121,16 +135,18 @@ def train(name, mesh, data):
       "promised": specs(opt_sharding),
       "got": {k: str(v.sharding.spec) for k, v in
               zip(specs(opt_sharding), jax.tree.leaves(opt_state))},
+      "buffer_lengths": [int(b.shape[0]) for b in packed.buffers],
       "buffer_shard_shapes": [list(leaf.addressable_shards[0].data.shape)
                               for leaf in jax.tree.leaves(opt_state)
-                              if leaf.shape in ((40,), (768,))],  # the packed moments
+                              if leaf.shape in ((48,), (832,))],  # the packed moments
+      "padding_largest": largest_in_padding((params, opt_state)),
   }
 
 
 def propagation_keeps_state(mesh, data):
   """Adam's ZeRO-1 step with the state's out_shardings left to XLA (None): whether the
   state it returns, step after step, keeps the shardings it came in with."""
-  packed = gtx.pack(init_params(jax.random.key(0)), LABELS)
+  packed = gtx.pack(init_params(jax.random.key(0)), LABELS, multiple_of=8)
   tx = OPTIMIZERS["adam"]()
   params_sharding, opt_sharding, split, _ = zero1(tx, packed, mesh)
   step = make_step(tx, in_shardings=(params_sharding, opt_sharding, split, split),
@@ -146,14 +162,19 @@ def propagation_keeps_state(mesh, data):
 
 
 def indivisible(mesh):
-  """state_shardings on a buffer of 676 elements (8 does not divide it)."""
-  packed = gtx.pack(init_params(jax.random.key(0), classes=4))
-  shardings = jax.tree.map(lambda _: NamedSharding(mesh, P()), packed)
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    promised = gtx.state_shardings(gtx.adam(1e-2), packed, shardings, shard_over="data")
-  return {"length": int(packed.buffers[0].shape[0]), "promised": specs(promised),
-          "warnings": [str(w.message) for w in caught]}
+  """state_shardings on a buffer of 676 elements (8 does not divide it), and on the same
+  params packed with multiple_of=8 (680 elements)."""
+  out = {}
+  for key, multiple_of in (("indivisible", None), ("padded", 8)):
+    packed = gtx.pack(init_params(jax.random.key(0), hidden=32, classes=4),
+                      multiple_of=multiple_of)
+    shardings = jax.tree.map(lambda _: NamedSharding(mesh, P()), packed)
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      promised = gtx.state_shardings(gtx.adam(1e-2), packed, shardings, shard_over="data")
+    out[key] = {"length": int(packed.buffers[0].shape[0]), "promised": specs(promised),
+                "warnings": [str(w.message) for w in caught]}
+  return out
 
 
 def packable_errors():
@@ -206,7 +227,7 @@ def main():
   report = {"devices": len(jax.devices()),
             "optimizers": {name: train(name, mesh, data) for name in OPTIMIZERS},
             "state_kept_without_out_shardings": propagation_keeps_state(mesh, data),
-            "indivisible": indivisible(mesh),
+            **indivisible(mesh),
             "packable": packable_errors()}
   print("REPORT " + json.dumps(report))
 

@@ -18,6 +18,7 @@ import gradtx as gtx
 import test_properties
 from conftest import loss
 from test_properties import TRANSFORMS
+from gradtx._src.packing import zero_padding
 
 STEPS = 3
 F32 = dict(rtol=1e-4, atol=1e-5)
@@ -96,6 +97,82 @@ def test_grad_through_unpack_is_the_packed_plain_gradient():
   np.testing.assert_allclose(tangent, sum(jnp.vdot(g, g) for g in grad.buffers), rtol=1e-5)
 
 
+# --- padding (multiple_of) ---------------------------------------------------------------
+
+
+def test_multiple_of_pads_each_buffer_with_zeros_that_unpack_leaves_out():
+  tree = mixed_tree()
+  packed = gtx.pack(tree, multiple_of=8)
+  assert packed["float32"].shape == (48,) and packed["bfloat16"].shape == (8,)  # 42, 3
+  assert [packed.layout.padding(g) for g in range(2)] == [5, 6]
+  np.testing.assert_array_equal(packed["float32"][42:], np.zeros(6, np.float32))
+  np.testing.assert_array_equal(np.asarray(packed["bfloat16"][3:], np.float32), np.zeros(5))
+  assert "float32[42 + 6 zeros]" in repr(packed.layout)
+  # Junk in the padding changes nothing unpack gives.
+  junk = gtx.Packed(tuple(b.at[-1].set(7.0) for b in packed.buffers), packed.layout)
+  for unpacked in (gtx.unpack(packed), gtx.unpack(junk)):
+    for x, y in zip(jax.tree.leaves(unpacked), jax.tree.leaves(tree), strict=True):
+      assert x.dtype == y.dtype and x.shape == y.shape
+      np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
+  # With labels, each (dtype, label) buffer is padded on its own; 1 pads nothing.
+  labelled = gtx.pack(tree, lambda t: jax.tree.map(lambda x: x.ndim > 1, t), multiple_of=5)
+  assert [b.shape[0] for b in labelled.buffers] == [5, 40, 10]  # 3, 36, 6
+  assert gtx.pack(tree, multiple_of=1).layout == gtx.pack(tree).layout
+  assert gtx.pack(tree, multiple_of=8).layout != gtx.pack(tree).layout
+
+
+def test_gradient_in_the_padding_is_zero_and_global_reductions_ignore_it():
+  tree = jax.tree.map(lambda x: x.astype(jnp.float32), mixed_tree())
+  packed = gtx.pack(tree, multiple_of=32)  # 45 floats and 19 zeros
+  grad = jax.jit(jax.grad(packed_loss))(packed)
+  assert grad.layout == packed.layout and grad["float32"].shape == (64,)
+  np.testing.assert_array_equal(grad["float32"][45:], np.zeros(19, np.float32))
+  assert_trees_close(gtx.unpack(grad), jax.grad(loss)(tree), dict(rtol=1e-6, atol=1e-7))
+  # Norms and clipping on the padded buffer equal the plain tree's.
+  plain_grad = jax.grad(loss)(tree)
+  np.testing.assert_allclose(gtx.global_norm(grad), gtx.global_norm(plain_grad), rtol=1e-6)
+  tx = gtx.clip_by_global_norm(0.1)
+  clipped, _ = tx.update(grad, tx.init(packed))
+  assert_trees_close(gtx.unpack(clipped), tx.update(plain_grad, tx.init(tree))[0],
+                     dict(rtol=1e-6, atol=1e-8))
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-8, ValueError),
+                                        (2.0, TypeError), (True, TypeError),
+                                        ("8", TypeError)])
+def test_multiple_of_must_be_an_integer_of_at_least_one(bad, error):
+  with pytest.raises(error, match=r"^pack: multiple_of must be an integer >= 1 or None"):
+    gtx.pack({"a": jnp.ones(3)}, multiple_of=bad)
+  with pytest.raises(TypeError, match="positional"):
+    gtx.pack({"a": jnp.ones(3)}, None, 8)  # keyword-only
+
+
+def test_zero_padding_puts_back_the_zeros_a_rule_wrote():
+  """Yogi moves coordinates whose gradient is zero (its first moment starts at 1e-6);
+  ``zero_padding`` after ``apply_updates`` keeps the padded params' padding at zero
+  without changing the trajectory."""
+  params = test_properties.make_params()
+  tx = gtx.yogi(0.1)
+
+  def run(p, fix):
+    state = tx.init(p)
+    for _ in range(3):
+      updates, state = tx.update(jax.grad(packed_loss)(p), state, p)
+      p = gtx.apply_updates(p, updates)
+      p = zero_padding(p) if fix else p
+    return p
+
+  padded = gtx.pack(params, multiple_of=16)
+  left, fixed = jax.jit(lambda p: (run(p, False), run(p, True)))(padded)
+  assert largest_in_padding(left) > 0 and largest_in_padding(fixed) == 0
+  np.testing.assert_array_equal(fixed["float32"][:7], left["float32"][:7])
+  assert_trees_close(gtx.unpack(fixed), train(lambda: tx, params, 3, packed=False), F32)
+  # Nothing to do without padding: the same tree comes back, no operation added.
+  unpadded = gtx.pack(params)
+  assert zero_padding(unpadded).buffers[0] is unpadded.buffers[0]
+  assert zero_padding({"a": 1.0}) == {"a": 1.0}
+
+
 # --- packed training equals plain training, for every registered transform ---------------
 
 
@@ -103,28 +180,39 @@ def train(factory, params, steps, packed, labels=None):
   """Params after ``steps`` steps of a ``lax.scan`` in one jitted function (one step
   compiled): on the plain tree, or packed (``pack`` once, the loss written on
   ``unpack``), then unpacked."""
-  return jax.jit(lambda params: _scan(factory(), params, steps, packed, labels))(params)
+  return jax.jit(lambda params: _scan(factory(), params, steps, packed, labels)[0])(params)
 
 
-def train_both(factory, params, steps, labels=None):
-  """``(plain, packed)``: both trainings of :func:`train` in one compiled function."""
+def train_both(factory, params, steps, labels=None, multiple_of=None):
+  """``(plain, packed, padding)``: both trainings of :func:`train` in one compiled
+  function, the packed one with ``pack(..., multiple_of=multiple_of)``; ``padding`` is the
+  largest magnitude in the padding of the updates and of the params over the steps."""
   tx = factory()
-  return jax.jit(lambda params: (_scan(tx, params, steps, False, labels),
-                                 _scan(tx, params, steps, True, labels)))(params)
+  return jax.jit(lambda params: (
+      _scan(tx, params, steps, False, labels)[0],
+      *_scan(tx, params, steps, True, labels, multiple_of)))(params)
 
 
-def _scan(tx, params, steps, packed, labels):
+def largest_in_padding(packed):
+  """The largest magnitude among the padding zeros of a ``Packed`` (0 without padding)."""
+  pads = [jnp.max(jnp.abs(b[-packed.layout.padding(g):].astype(jnp.float32)))
+          for g, b in enumerate(packed.buffers) if packed.layout.padding(g)]
+  return jnp.max(jnp.stack(pads)) if pads else jnp.zeros(())
+
+
+def _scan(tx, params, steps, packed, labels, multiple_of=None):
 
   def step(carry, _):
     p, state = carry
     updates, state = tx.update(jax.grad(packed_loss)(p), state, p)
     p = gtx.apply_updates(p, updates)
     assert isinstance(p, gtx.Packed) == packed
-    return (p, state), None
+    pads = jnp.stack([largest_in_padding(updates), largest_in_padding(p)]) if packed else 0
+    return (p, state), pads
 
-  p = gtx.pack(params, labels) if packed else params
-  (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), length=steps)
-  return gtx.unpack(p) if packed else p
+  p = gtx.pack(params, labels, multiple_of=multiple_of) if packed else params
+  (p, _), pads = jax.lax.scan(step, (p, tx.init(p)), length=steps)
+  return (gtx.unpack(p), jnp.max(pads, axis=0)) if packed else (p, None)
 
 
 @pytest.fixture
@@ -134,13 +222,31 @@ def loss_on_packed(monkeypatch):
   monkeypatch.setattr(test_properties, "loss", packed_loss)
 
 
+# Rules that move a coordinate whose gradient is zero, so they write into the padding
+# (which unpack drops: their trajectories still equal the plain ones): a step size
+# emitted in place of the update (1/eps at a zero second moment), Yogi's first moment
+# (Optax's initial value 1e-6), the LSTM optimizer's network output.
+WRITE_INTO_PADDING = {"adaptive_step_size", "adabound_step_size/amsbound", "scale_by_yogi",
+                      "yogi", "learned.lstm_optimizer"}
+# make_params has 7 floats: the buffer is padded with 9 zeros, more than the leaves hold,
+# so that a rule reducing over the buffer by its length would be caught.
+MULTIPLE_OF = 16
+
+
 @pytest.mark.parametrize("name", list(TRANSFORMS))
 def test_packed_training_equals_plain_training(name, loss_on_packed):
   """A transform that fails here reads leaf shapes or reduces over leaves: it must see
-  per-leaf views (``leafwise(..., shape_aware=True)``, or ``packing.per_leaf_views``)."""
+  per-leaf views (``leafwise(..., shape_aware=True)``, or ``packing.per_leaf_views``).
+  The packed params are padded (``multiple_of``): the trajectory must not change, and
+  the padding of the updates and params must stay exactly zero."""
   params = test_properties.make_params()
-  plain, packed = train_both(TRANSFORMS[name], params, STEPS)
+  plain, packed, padding = train_both(TRANSFORMS[name], params, STEPS,
+                                      multiple_of=MULTIPLE_OF)
   assert_trees_close(packed, plain, F32, name)
+  if name in WRITE_INTO_PADDING:
+    assert padding[0] > 0, "no longer writes into the padding: drop it from the list"
+  else:
+    np.testing.assert_array_equal(padding, [0.0, 0.0], err_msg=name)
 
 
 # Masks and labels for the original tree: per buffer when they follow the packing labels.
@@ -155,8 +261,10 @@ MASKED = {
 @pytest.mark.parametrize("name", list(MASKED))
 def test_masks_that_follow_the_labels_act_per_buffer(name):
   params = test_properties.make_params()
-  plain, packed = train_both(MASKED[name], params, STEPS, labels=test_properties.group)
+  plain, packed, padding = train_both(MASKED[name], params, STEPS,
+                                      labels=test_properties.group, multiple_of=4)
   assert_trees_close(packed, plain, F32, name)
+  np.testing.assert_array_equal(padding, [0.0, 0.0], err_msg=name)
 
 
 def test_state_of_a_masked_packed_adam_is_buffers():
@@ -197,7 +305,7 @@ LONGER = ["adam", "chain", "lamb/mask", "adafactor/momentum_decay", "partition",
 def test_packed_training_equals_plain_training_in_float64(name, loss_on_packed):
   with jax.enable_x64(True):
     params = test_properties.make_params(jnp.float64)
-    plain, packed = train_both(TRANSFORMS[name], params, 10)
+    plain, packed, _ = train_both(TRANSFORMS[name], params, 10)
     assert_trees_close(packed, plain, F64, name)
 
 

@@ -2,10 +2,11 @@
 
 The mesh runs need 8 devices, which XLA only simulates on CPU when told so before JAX
 starts; so ONE subprocess (tests/packing_sharding_worker.py, with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8``) trains a packed MLP (two buffers,
-768 and 40 floats) with Adam, clip_by_global_norm + AdamW and Adafactor (whose factored
-state lives on the unpacked tree), params replicated and the state split over ``data``
-by ``gtx.state_shardings(tx, packed, shard_over="data")``, and the same steps on one
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``) trains a packed MLP (two buffers
+of 828 and 43 floats, padded to 832 and 48 by ``pack(..., multiple_of=8)``) with Adam,
+clip_by_global_norm + AdamW and Adafactor (whose factored state lives on the unpacked
+tree), params replicated and the state split over ``data`` by
+``gtx.state_shardings(tx, packed, shard_over="data")``, and the same steps on one
 device; it also calls ``check_packable`` on params split over a ``("data", "model")``
 mesh. The tests below check its report. The rest of this file tests
 ``state_shardings`` on packed params in this process, on a one-device mesh (shardings
@@ -82,12 +83,18 @@ def test_packed_moments_are_split_over_data(report, name):
     for group in ("float32/biases", "float32/weights"):
       expected[f"{prefix}.{field}['{group}']"] = "P('data',)"
   assert result["promised"] == expected
-  assert sorted(result["buffer_shard_shapes"]) == [[5], [5], [96], [96]]  # 40/8, 768/8
+  assert result["buffer_lengths"] == [48, 832]  # 43 and 828 floats, padded
+  assert sorted(result["buffer_shard_shapes"]) == [[6], [6], [104], [104]]  # 48/8, 832/8
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_padding_of_params_and_packed_state_stays_zero(report, name):
+  assert report["optimizers"][name]["padding_largest"] == 0.0
 
 
 def test_per_leaf_state_of_packed_params_is_split_like_plain_leaves(report):
   promised = report["optimizers"]["adafactor"]["promised"]
-  assert promised["[0].v['b1']"] == "P('data',)"
+  assert promised["[0].v['b1']"] == "P()"  # 36: 8 does not divide it, as on plain leaves
   assert promised["[0].v['w1']"] == "P('data', None)"
   assert promised["[0].v_row['w1']"] == "P()"
 
@@ -104,6 +111,15 @@ def test_a_buffer_the_axis_does_not_divide_is_replicated_with_a_warning(report):
   [message] = result["warnings"]
   assert "'float32' (676 elements, 4 short of a multiple of 8)" in message
   assert "mesh axis 'data'" in message
+  assert "gtx.pack(params, multiple_of=8)" in message
+
+
+def test_a_buffer_padded_to_a_multiple_of_the_axis_is_split_without_a_warning(report):
+  result = report["padded"]
+  assert result["length"] == 680
+  assert result["promised"] == {"[0].count": "P()", "[0].mu['float32']": "P('data',)",
+                                "[0].nu['float32']": "P('data',)"}
+  assert result["warnings"] == []
 
 
 @pytest.mark.parametrize("case, axes, paths", [

@@ -56,25 +56,38 @@ class Layout:
     groups: one ``(dtype name, label)`` per buffer, in buffer order (label ``None``
       when ``pack`` was given no labels).
     slots: one :class:`Slot` per leaf, in the tree's leaf order.
+    multiple_of: each buffer's length is its leaves' total size rounded up to a
+      multiple of this, the rest zeros (1: no padding).
   """
   treedef: Any
   groups: tuple[tuple[str, Hashable], ...]
   slots: tuple[Slot, ...]
+  multiple_of: int = 1
 
   def __post_init__(self):
     # jit compares the layouts of its arguments at every call: hash once.
-    object.__setattr__(self, "_hash", hash((self.treedef, self.groups, self.slots)))
+    object.__setattr__(self, "_hash", hash(self._key()))
+
+  def _key(self) -> tuple[Any, ...]:
+    return self.treedef, self.groups, self.slots, self.multiple_of
 
   def __hash__(self) -> int:
     return self._hash
 
   def __eq__(self, other: Any) -> bool:
     return self is other or (isinstance(other, Layout) and self._hash == other._hash
-                             and (self.treedef, self.groups, self.slots)
-                             == (other.treedef, other.groups, other.slots))
+                             and self._key() == other._key())
 
   def group_size(self, group: int) -> int:
+    """The total size of the group's leaves (the buffer without its padding)."""
     return sum(slot.size for slot in self.slots if slot.group == group)
+
+  def padding(self, group: int) -> int:
+    """The number of zeros after the group's leaves in its buffer."""
+    return -self.group_size(group) % self.multiple_of
+
+  def buffer_length(self, group: int) -> int:
+    return self.group_size(group) + self.padding(group)
 
   def group_name(self, group: int) -> str:
     dtype, label = self.groups[group]
@@ -85,9 +98,11 @@ class Layout:
     for g in range(len(self.groups)):
       leaves = ", ".join(f"{s.path or '(the root)'} {s.shape}" for s in self.slots
                          if s.group == g)
-      parts.append(f"{self.group_name(g)}[{self.group_size(g)}] <- {leaves}")
+      pad = f" + {self.padding(g)} zeros" if self.padding(g) else ""
+      parts.append(f"{self.group_name(g)}[{self.group_size(g)}{pad}] <- {leaves}")
+    multiple = f", lengths multiples of {self.multiple_of}" if self.multiple_of > 1 else ""
     return (f"Layout({len(self.slots)} leaves of {self.treedef} in {len(self.groups)} "
-            "buffers: " + "; ".join(parts) + ")")
+            f"buffers{multiple}: " + "; ".join(parts) + ")")
 
 
 # Equal layouts are one object, so that the comparison jit makes at every call is an
@@ -205,9 +220,11 @@ def _leaf_labels(labels: Any, params: PyTree, treedef: Any) -> list[Hashable]:
   return per_leaf
 
 
-def layout_of(params: PyTree, labels: Any = None, none_leaves: bool = False) -> Layout:
+def layout_of(params: PyTree, labels: Any = None, none_leaves: bool = False,
+              multiple_of: int = 1) -> Layout:
   """The :class:`Layout` that :func:`pack` gives ``params`` (no arrays are touched).
-  With ``none_leaves``, None entries are empty subtrees (as in ``jax.tree``), not errors."""
+  With ``none_leaves``, None entries are empty subtrees (as in ``jax.tree``), not errors;
+  ``multiple_of`` is :func:`pack`'s (1 for None)."""
   with_path, treedef = jax.tree_util.tree_flatten_with_path(
       params, is_leaf=None if none_leaves else (lambda x: x is None))
   paths = [jax.tree_util.keystr(path) for path, _ in with_path]
@@ -224,12 +241,13 @@ def layout_of(params: PyTree, labels: Any = None, none_leaves: bool = False) -> 
     slot = Slot(path, group, sizes[group], tuple(int(d) for d in np.shape(leaf)))
     sizes[group] += slot.size
     slots.append(slot)
-  return _interned(Layout(treedef, tuple(groups), tuple(slots)))
+  return _interned(Layout(treedef, tuple(groups), tuple(slots), multiple_of))
 
 
 def repack(tree: PyTree, layout: Layout, owner: str = "pack") -> Packed:
   """``tree`` (of ``layout``'s structure and shapes) as a :class:`Packed` of ``layout``:
-  each group's leaves raveled, cast to the group's dtype and concatenated."""
+  each group's leaves raveled, cast to the group's dtype and concatenated, followed by
+  the layout's padding zeros."""
   try:
     leaves = layout.treedef.flatten_up_to(tree)
   except (ValueError, TypeError) as error:
@@ -243,6 +261,9 @@ def repack(tree: PyTree, layout: Layout, owner: str = "pack") -> Packed:
       raise ValueError(f"{owner}: the leaf at {slot.path or '(the root)'} has shape "
                        f"{leaf.shape}, but the layout has {slot.shape} there")
     parts[slot.group].append(jnp.ravel(leaf).astype(layout.groups[slot.group][0]))
+  for g, (dtype, _) in enumerate(layout.groups):
+    if layout.padding(g):
+      parts[g].append(jnp.zeros((layout.padding(g),), dtype))
   buffers = []
   for (dtype, _), group in zip(layout.groups, parts):
     buffers.append(group[0] if len(group) == 1 else
@@ -250,30 +271,52 @@ def repack(tree: PyTree, layout: Layout, owner: str = "pack") -> Packed:
   return Packed(tuple(buffers), layout)
 
 
-def pack(params: PyTree, labels: Any = None) -> Packed:
+def pack(params: PyTree, labels: Any = None, *, multiple_of: int | None = None) -> Packed:
   """Lays ``params`` out as one contiguous 1-D buffer per group.
 
   A group is the leaves of one dtype, and of one label when ``labels`` is given; buffers
   follow the order in which their groups first appear among the leaves, and each
   buffer holds its leaves raveled, in tree order.
 
+  With ``multiple_of=n`` each buffer ends in zeros up to the next multiple of ``n``, so
+  that its optimizer state can be split evenly over a mesh axis of size ``n`` (ZeRO-1
+  with ``gtx.state_shardings(tx, packed, shard_over=...)``). The padding is no
+  parameter: :func:`unpack` leaves it out, so a loss on ``unpack(packed)`` has zero
+  gradient there. A rule that leaves a coordinate with zero gradient where it is keeps
+  the padding at zero, and then norms, sums and dot products over the buffers equal the
+  unpadded tree's; every gradtx transform does, except Yogi (its first moment starts at
+  1e-6), the step sizes emitted in place of an update (``adaptive_step_size``,
+  ``adabound_step_size``) and learned optimizers, which write into the padding (their
+  own numbers do not change: ``unpack`` drops it).
+
   Args:
     params: a pytree of floating-point arrays.
     labels: optional, as in :func:`gradtx.partition`: a tree of hashable labels with the
       params' structure (or a prefix of it), or a function of the params returning one.
       ``partition``/``masked`` whose labels or mask follow these groups act per buffer.
+    multiple_of: None (no padding) or an integer >= 1: every buffer's length is made a
+      multiple of it (the data axis's size, for ZeRO-1).
 
   Returns:
     A :class:`Packed`; :func:`unpack` gives ``params`` back.
 
   Raises:
-    TypeError: a leaf is None, not an array, or not floating-point (its path is named).
+    TypeError: a leaf is None, not an array, or not floating-point (its path is named);
+      ``multiple_of`` is not an integer.
     ValueError: a leaf is split over mesh axes (packing would gather it; the message
-      says what to do instead).
+      says what to do instead), or ``multiple_of`` is below 1.
   """
   from gradtx._src import sharding  # pylint: disable=g-import-not-at-top  (a cycle)
+  if multiple_of is not None:
+    allowed = "pack: multiple_of must be an integer >= 1 or None"
+    if isinstance(multiple_of, (bool, np.bool_)) or not isinstance(multiple_of,
+                                                                  (int, np.integer)):
+      raise TypeError(f"{allowed} (it sets the buffers' lengths, so it cannot be traced), "
+                      f"got {multiple_of!r} ({type(multiple_of).__name__})")
+    if multiple_of < 1:
+      raise ValueError(f"{allowed}, got {multiple_of!r}")
   sharding.check_packable(params)
-  return repack(params, layout_of(params, labels))
+  return repack(params, layout_of(params, labels, multiple_of=int(multiple_of or 1)))
 
 
 def unpack(packed: Packed) -> PyTree:
@@ -295,10 +338,37 @@ def unpack(packed: Packed) -> PyTree:
     members = [i for i, slot in enumerate(layout.slots) if slot.group == group]
     sizes = [layout.slots[i].size for i in members]
     lead = jnp.shape(buffer)[:-1]  # stacked buffers (per-example gradients, say)
+    sizes += [layout.padding(group)] if layout.padding(group) else []  # dropped below
     pieces = [buffer] if len(sizes) == 1 else jax.lax.split(buffer, sizes, axis=-1)
     for i, piece in zip(members, pieces):
       leaves[i] = piece.reshape(lead + layout.slots[i].shape)
   return layout.treedef.unflatten(leaves)
+
+
+def zero_padding(tree: PyTree) -> PyTree:
+  """``tree`` with the padding of each :class:`Packed` in it (``pack(...,
+  multiple_of=n)``) set to zero; other leaves, and packed trees without padding, are
+  returned as they are (no operation is added for them).
+
+  A loss on ``unpack(packed)`` never sees the padding and its gradient there is zero;
+  most transforms then emit zero there too, but not every one: a rule that moves a
+  coordinate whose gradient is zero (Yogi's first moment starts at 1e-6, a step size
+  emitted in place of the update, a learned optimizer's output) writes into the
+  padding. This puts the zeros back."""
+
+  def zero(node):
+    if not isinstance(node, Packed) or node.layout.multiple_of == 1:
+      return node
+    buffers = []
+    for g, buffer in enumerate(node.buffers):
+      pad = node.layout.padding(g)
+      if pad and jnp.shape(buffer)[-1:] == (node.layout.buffer_length(g),):
+        keep = jnp.arange(node.layout.buffer_length(g)) < node.layout.group_size(g)
+        buffer = jnp.where(keep, buffer, jnp.zeros((), jnp.result_type(buffer)))
+      buffers.append(buffer)
+    return Packed(tuple(buffers), node.layout)
+
+  return jax.tree.map(zero, tree, is_leaf=lambda x: isinstance(x, Packed))
 
 
 def check_layouts(owner: str, packed: Packed, *others: Any) -> None:
@@ -363,7 +433,8 @@ def restrict(packed: Packed, keep: list[bool], skip: Callable[[], Any]) -> Packe
                 for k, s in zip(keep, layout.slots) if k)
   skeleton = layout.treedef.unflatten([0 if k else skip() for k in keep])
   sub = _interned(Layout(jax.tree.structure(skeleton),
-                         tuple(layout.groups[g] for g in kept_groups), slots))
+                         tuple(layout.groups[g] for g in kept_groups), slots,
+                         layout.multiple_of))
   return Packed(tuple(packed.buffers[g] for g in kept_groups), sub)
 
 

@@ -23,7 +23,8 @@ params' leaf shapes; every other leaf is replicated over the mesh.
 
 Packed params (:func:`gradtx.pack`) are a tree of 1-D buffers, so the same rules apply to
 them: Adam's ``mu``/``nu`` are ``Packed`` of the params' layout and take each buffer's
-sharding, split over ``shard_over`` where its size divides the buffer's length. Packing
+sharding, split over ``shard_over`` where its size divides the buffer's length (which
+``gtx.pack(params, multiple_of=<axis size>)`` ensures, padding with zeros). Packing
 concatenates leaves, so only replicated params can be packed without gathering them:
 :func:`check_packable` says which leaves are sharded and what to do.
 """
@@ -175,16 +176,17 @@ def _split_over(sharding: Sharding, shape: tuple[int, ...], axis: str) -> Shardi
 
 
 def _split_packed(packed: Packed, shardings: Packed, axis: str,
-                  unsplit: list[str]) -> Packed:
+                  unsplit: list[tuple[str, int]]) -> Packed:
   """Each buffer's sharding split over ``axis``; the buffers it cannot split (their
-  state would be a full copy on every device of ``axis``) are described in ``unsplit``."""
+  state would be a full copy on every device of ``axis``) are described in ``unsplit``,
+  with the axis size."""
   split = []
   for name, buffer, sharding in zip(packed.keys(), packed.buffers, shardings.buffers):
     new = _split_over(sharding, tuple(buffer.shape), axis)
     if new is sharding and axis not in _axis_names(sharding) and buffer.shape[-1]:
       size = sharding.mesh.shape[axis]
-      unsplit.append(f"{name!r} ({buffer.shape[-1]} elements, "
-                     f"{-buffer.shape[-1] % size} short of a multiple of {size})")
+      unsplit.append((f"{name!r} ({buffer.shape[-1]} elements, "
+                      f"{-buffer.shape[-1] % size} short of a multiple of {size})", size))
     split.append(new)
   return Packed(tuple(split), shardings.layout)
 
@@ -192,7 +194,7 @@ def _split_packed(packed: Packed, shardings: Packed, axis: str,
 def _split_params(params: base.Params, shardings: base.PyTree, axis: str) -> base.PyTree:
   """The params' shardings, each split over ``axis`` as well (:func:`_split_over`); warns
   naming the packed buffers whose length the axis size does not divide."""
-  unsplit: list[str] = []
+  unsplit: list[tuple[str, int]] = []
 
   def split(p, sharding):
     if _is_packed(p):
@@ -203,10 +205,10 @@ def _split_params(params: base.Params, shardings: base.PyTree, axis: str) -> bas
   if unsplit:
     warnings.warn(
         f"state_shardings: the size of mesh axis {axis!r} does not divide the packed "
-        f"buffers {', '.join(unsplit)}, so their optimizer state is not split over "
-        f"{axis!r} but kept whole on every device. Make each buffer's length a multiple "
-        "of the axis size (for example with an extra zeros leaf of the missing length, "
-        "in the same dtype and label, that the model does not use)", stacklevel=3)
+        f"buffers {', '.join(what for what, _ in unsplit)}, so their optimizer state is "
+        f"not split over {axis!r} but kept whole on every device. Pack with "
+        f"multiple_of=<axis size> (here gtx.pack(params, multiple_of={unsplit[0][1]})): "
+        "each buffer is then padded with zeros to a multiple of it", stacklevel=3)
   return split_shardings
 
 
@@ -261,7 +263,8 @@ def state_shardings(tx: base.GradientTransformation, params: base.Params,
   packed layout (Adam's ``mu`` and ``nu``) takes its buffer's sharding, and with
   ``shard_over`` is split over that axis where the axis size divides the buffer's length
   (ZeRO-1: params replicated, optimizer state split); a buffer it does not divide keeps
-  its sharding, with a warning naming it. Transforms that see per-leaf views (factored
+  its sharding, with a warning naming it (pack with ``multiple_of=<axis size>`` to pad
+  every buffer to a multiple of it). Transforms that see per-leaf views (factored
   or matrix rules) keep their state on the unpacked tree; its per-param leaves are
   replicated over the buffers' mesh, and split over ``shard_over`` as plain leaves are.
 
