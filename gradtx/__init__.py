@@ -170,6 +170,7 @@ from gradtx import assignment, experimental, perturbations, projections, second_
 from gradtx._src.packing import Packed, pack, unpack
 from gradtx import flax
 # --- issue 19-diloco: add imports below this line ---
+from gradtx._src.local_sgd import DiLoCoState, diloco, local_sgd
 # --- issue 19-probls: add imports below this line ---
 # --- issue 18-pad: add imports below this line ---
 from gradtx import contrib, transforms, tree, tree_utils
