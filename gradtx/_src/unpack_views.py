@@ -12,7 +12,9 @@ the kernels as operands: the offsets are the outputs of one ``lax.cond`` per buf
 two branches are the same constants, on a predicate read from the buffer at run time, so
 XLA can neither fold them into the kernels nor fuse across the conditional. Kernels of
 same-shape leaves are then identical and compiled once. The values are the same bits
-(a slice at the same offset); the conditional costs one branch per step.
+(a slice at the same offset); the conditional costs one branch per step. This is done on
+CPU only, where it was measured (``benchmarks/pack_compile.py``); elsewhere the views are
+``lax.split``'s, as before.
 
 Derivatives keep ``unpack``'s form: :func:`leaf_views` is a ``custom_jvp`` whose tangent
 is :func:`sliced_views` of the tangent buffers, a linear map whose transpose is one
@@ -101,8 +103,10 @@ def leaf_views(packed: Any) -> list[Any]:
 
   Differentiable in both modes: the tangent is :func:`sliced_views` of the tangent
   buffers, so the gradient is one concatenation per buffer, as for ``lax.split``.
+  The run-time offsets are used where they were measured to help, on CPU; other
+  platforms get :func:`sliced_views` (a conditional there may wait for the host).
   """
-  return _opaque_views(packed)
+  return jax.lax.platform_dependent(packed, cpu=_opaque_views, default=sliced_views)
 
 
 @leaf_views.defjvp
