@@ -3,14 +3,16 @@
 The data set (1,797 8x8 images) ships inside scikit-learn, so nothing is downloaded. Every
 optimizer trains the same `flax.nnx` model from the same initial weights on the same
 batches; each is a few lines composed from gradtx's pieces (see ``OPTIMIZERS``). The
-script shows a progress bar per run, prints a table (final training loss, test accuracy,
-median step time, optimizer state size) and writes ``results.json`` and
-``loss_curves.png`` into ``--out`` (default ``outputs/compare_optimizers``), and prints
-how long the run took (the default: fifteen optimizers, 30 epochs each):
+params are ``gtx.pack``ed (the loss written on ``gtx.unpack``; ``--no-packed`` trains the
+plain params tree, with the same numbers up to float32 rounding). The script shows a
+progress bar per run, prints a table (final training loss, test accuracy, median step
+time, optimizer state size) and writes ``results.json`` and ``loss_curves.png`` into
+``--out`` (default ``outputs/compare_optimizers``), and prints how long the run took (the default: fifteen optimizers, 30 epochs each):
 
     python examples/compare_optimizers.py
     python examples/compare_optimizers.py --optimizers adam,ranger,adabound --epochs 10
     python examples/compare_optimizers.py --out /tmp/digits --batch-size 32 --seed 1
+    python examples/compare_optimizers.py --no-packed
 
 Needs the ``examples`` extra: ``pip install "gradtx[examples]"`` (flax, scikit-learn,
 matplotlib; without matplotlib the plot is skipped with a message).
@@ -97,6 +99,11 @@ OPTIMIZERS: dict[str, tuple[str, Callable[[int], gtx.GradientTransformation]]] =
 }
 
 
+# Whether the params are packed by default (--packed / --no-packed): packed steps were the
+# faster ones for 14 of the 15 optimizers (benchmarks/README.md, "The main job with packed
+# params", benchmarks/main_job_packed.py).
+PACKED = True
+
 # Optimizers whose params to evaluate are not the ones they train (schedule-free: the
 # averaged iterate x, not the interpolation y the gradients are taken at).
 EVAL_PARAMS = {"schedule_free_adamw": gtx.schedule_free_eval_params}
@@ -142,23 +149,39 @@ class ProgressBar:
     sys.stderr.flush()
 
 
-def train(name: str, make_tx, data, args) -> dict:
-  """Trains a fresh model with one optimizer; returns its losses, accuracy and timings."""
-  x_train, x_test, y_train, y_test = data
-  steps_per_epoch = len(x_train) // args.batch_size  # full batches only: one compiled shape
-  total_steps = args.epochs * steps_per_epoch
-  graphdef, params = nnx.split(MLP(nnx.Rngs(args.seed)), nnx.Param)
+def setup(make_tx, total_steps: int, seed: int, packed: bool):
+  """A fresh model's graphdef and params, the optimizer's state and the jitted step.
+
+  With ``packed`` the params are ``gtx.pack``ed (one buffer: the MLP is all float32) and
+  the loss is written on ``gtx.unpack``, so the gradients, updates and optimizer state
+  are buffers too; shape-aware rules (Adafactor's factored moments, LAMB's trust ratios,
+  Muon's orthogonalisation) see each leaf's own shape through per-leaf views.
+  """
+  graphdef, params = nnx.split(MLP(nnx.Rngs(seed)), nnx.Param)
+  if packed:
+    params = gtx.pack(params)
   tx = make_tx(total_steps)
-  opt_state = tx.init(params)
 
   def loss_fn(params, x, y):
-    return cross_entropy(nnx.merge(graphdef, params)(x), y)
+    tree = gtx.unpack(params) if packed else params
+    return cross_entropy(nnx.merge(graphdef, tree)(x), y)
 
   @jax.jit
   def train_step(params, opt_state, x, y):
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     updates, opt_state = tx.update(grads, opt_state, params, value=loss)
     return gtx.apply_updates(params, updates), opt_state, loss
+
+  return graphdef, params, tx.init(params), train_step
+
+
+def train(name: str, make_tx, data, args) -> dict:
+  """Trains a fresh model with one optimizer; returns its losses, accuracy and timings."""
+  x_train, x_test, y_train, y_test = data
+  steps_per_epoch = len(x_train) // args.batch_size  # full batches only: one compiled shape
+  total_steps = args.epochs * steps_per_epoch
+  graphdef, params, opt_state, train_step = setup(make_tx, total_steps, args.seed,
+                                                  args.packed)
 
   rng = np.random.default_rng(args.seed)  # the same batches for every optimizer
   progress = ProgressBar(name, args.epochs)
@@ -175,13 +198,14 @@ def train(name: str, make_tx, data, args) -> dict:
     epoch_losses.append(float(np.mean(losses[epoch_start:])))
     progress.update(epoch, f"loss {epoch_losses[-1]:.4f}")
   progress.close()
+  eval_params = EVAL_PARAMS.get(name, lambda state, p: p)(opt_state, params)
+  if args.packed:
+    eval_params = gtx.unpack(eval_params)
   return {
       "name": name,
       "description": OPTIMIZERS[name][0],
       "final_train_loss": epoch_losses[-1],
-      "test_accuracy": float(accuracy(
-          graphdef, EVAL_PARAMS.get(name, lambda state, p: p)(opt_state, params), x_test,
-          y_test)),
+      "test_accuracy": float(accuracy(graphdef, eval_params, x_test, y_test)),
       # The first step includes compilation; the median of the rest is the step's cost.
       "median_step_ms": 1e3 * float(np.median(step_times[1:] or step_times)),
       "state_bytes": state_bytes(opt_state),
@@ -253,6 +277,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--seed", type=int, default=0,
                       help="Seeds the data split, the initial weights and the batch order "
                            "(default: %(default)s).")
+  parser.add_argument("--packed", action=argparse.BooleanOptionalAction, default=PACKED,
+                      help="Train on gtx.pack'ed params (the loss written on gtx.unpack), "
+                           "or on the plain tree with --no-packed (default: %(default)s; "
+                           "benchmarks/README.md has the step times of both).")
   parser.add_argument("--out", default="outputs/compare_optimizers",
                       help="The folder to write results.json and loss_curves.png into "
                            "(default: %(default)s).")
@@ -276,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
   out.mkdir(parents=True, exist_ok=True)
   print(f"digits: {len(data[0])} train / {len(data[1])} test images; {args.epochs} epochs of "
         f"{steps_per_epoch} steps (batch {args.batch_size}); {len(args.optimizers)} optimizers "
-        f"on {jax.devices()[0].platform}")
+        f"on {jax.devices()[0].platform}, params {'packed' if args.packed else 'as a tree'}")
 
   start = time.perf_counter()
   results = [train(name, OPTIMIZERS[name][1], data, args) for name in args.optimizers]
@@ -286,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
 
   report = {
       "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                   "steps_per_epoch": steps_per_epoch, "optimizers": args.optimizers},
+                   "steps_per_epoch": steps_per_epoch, "optimizers": args.optimizers,
+                   "packed": args.packed},
       "environment": {"jax": jax.__version__, "gradtx": gtx.__version__,
                       "device": str(jax.devices()[0]), "python": platform.python_version()},
       "wall_seconds": wall,

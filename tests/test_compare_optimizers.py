@@ -1,7 +1,10 @@
 """examples/compare_optimizers.py (the README's first command) runs and reports honestly.
 
 Tiny settings keep it fast: every optimizer for one epoch of large batches. The numbers
-written to results.json are checked against the table and against the run itself.
+written to results.json are checked against the table and against the run itself. The
+default run trains packed params (``gtx.pack``); ``--no-packed`` trains the plain tree,
+and the shape-aware optimizers (factored moments, trust ratios, orthogonalised momentum)
+give the same losses both ways (float32 rounding: 1e-5 relative).
 """
 
 import json
@@ -24,6 +27,8 @@ def test_every_optimizer_trains_and_the_outputs_are_written(compare, tmp_path, c
   out, err = capsys.readouterr()
 
   names = list(compare.OPTIMIZERS)
+  assert report["settings"]["packed"] is True  # the default
+  assert "params packed" in out
   assert [r["name"] for r in report["results"]] == names
   assert report["settings"]["steps_per_epoch"] == 1437 // 256
   for r in report["results"]:
@@ -53,8 +58,10 @@ def test_every_optimizer_trains_and_the_outputs_are_written(compare, tmp_path, c
 
 
 def test_more_epochs_learn_the_digits(compare, tmp_path, capsys):
-  report = compare.main(["--optimizers", "adam", "--epochs", "8", "--out", str(tmp_path)])
-  capsys.readouterr()
+  report = compare.main(["--optimizers", "adam", "--epochs", "8", "--out", str(tmp_path),
+                         "--no-packed"])
+  assert "params as a tree" in capsys.readouterr().out
+  assert report["settings"]["packed"] is False
   (adam,) = report["results"]
   assert adam["epoch_losses"][-1] < adam["epoch_losses"][0] / 5
   assert adam["test_accuracy"] > 0.9
@@ -85,3 +92,32 @@ def test_swats_switches_within_the_run_and_the_table_says_when(compare, tmp_path
   assert row.endswith(f"step {swats['switch_step']}")
   # After the switch the steps are SGD's, not Adam's: the runs part ways.
   assert swats["step_losses"][-1] != adam["step_losses"][-1]
+
+
+def test_packed_and_plain_runs_of_the_shape_aware_optimizers_agree(compare, tmp_path,
+                                                                   capsys):
+  settings = ["--optimizers", "adafactor,lamb,muon", "--epochs", "1",
+              "--batch-size", "256", "--out", str(tmp_path)]
+  packed = compare.main(settings + ["--packed"])
+  plain = compare.main(settings + ["--no-packed"])
+  capsys.readouterr()
+  for a, b in zip(packed["results"], plain["results"], strict=True):
+    assert a["name"] == b["name"]
+    np.testing.assert_allclose(a["step_losses"], b["step_losses"], rtol=1e-5,
+                               err_msg=a["name"])
+    assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1 / 360)
+
+
+def test_the_packed_benchmark_of_the_main_job_runs(tmp_path, capsys):
+  """benchmarks/main_job_packed.py (whose figures benchmarks/README.md quotes), smoke-run:
+  both modes timed for every round's steps, the ratio the table prints."""
+  bench = load_script("benchmarks/main_job_packed.py")
+  report = bench.main(["--optimizers", "adam", "--rounds", "2", "--steps", "2", "--json",
+                       str(tmp_path / "bench.json")])
+  out = capsys.readouterr().out
+  (row,) = report["rows"]
+  assert row["name"] == "adam" and row["plain_ms"] > 0 and row["packed_ms"] > 0
+  assert row["ratio"] == pytest.approx(row["packed_ms"] / row["plain_ms"])
+  assert f"{row['ratio']:.2f}" in next(line for line in out.splitlines()
+                                          if line.startswith("adam "))
+  assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["name"] == "adam"
