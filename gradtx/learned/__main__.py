@@ -1,8 +1,9 @@
-"""Meta-trains the LSTM optimizer's weights and saves them: ``python -m gradtx.learned``.
+"""Meta-trains learned optimizers' weights and saves them: ``python -m gradtx.learned``.
 
     python -m gradtx.learned                                 # both families, ./learned_optimizer
     python -m gradtx.learned quadratic --out my_weights      # one family, into my_weights
     python -m gradtx.learned --out gradtx/learned/pretrained  # reproduce the shipped files
+    python -m gradtx.learned --optimizer hierarchical --out my_weights  # the hierarchical RNN
 
 Each family is meta-trained with the settings in :data:`SETTINGS` (recorded in the file
 and, for the shipped files, returned by :func:`gradtx.learned.pretrained_config`);
@@ -24,17 +25,31 @@ SETTINGS = {
                       batch_size=64, meta_learning_rate=3e-3, first_order=True, seed=0),
     "mlp": dict(problem_family="mlp", steps=200, unroll=20, horizon=100, batch_size=2,
                 meta_learning_rate=3e-3, first_order=True, seed=0),
+    # Wichrowska et al. 2017's hierarchical RNN on a mixture of small problems (one family
+    # per 200-step horizon, in turn), none of them the evaluation's 10-D quadratics or
+    # 20-unit, 128-image digits MLPs; mean log loss over 20-step truncations.
+    "hierarchical": dict(
+        optimizer="hierarchical",
+        problem_family=[["quadratic", {"num_dims": 8, "init_scale": 1.0}],
+                        ["mlp", {"hidden_size": 8, "batch_size": 32}],
+                        ["convnet", {"channels": 4, "batch_size": 32}],
+                        ["mlp", {"hidden_size": 32, "batch_size": 64, "init_scale": 2.0}]],
+        steps=1200, unroll=20, horizon=200, batch_size=8, meta_learning_rate=1e-3,
+        clip_meta_gradient=1.0, init_learning_rate=0.1, first_order=True, seed=0),
 }
+OPTIMIZER_FILES = {"lstm": ("quadratic", "mlp"), "hierarchical": ("hierarchical",)}
+"""Which entries of :data:`SETTINGS` each ``--optimizer`` trains (the default: all)."""
 
 DEFAULT_OUT = pathlib.Path("learned_optimizer")
 """Where the files go without ``--out``: a folder under the current directory."""
 
 EPILOG = """\
-Each family is written to OUT/<family>.npz. Load one with
+Each family is written to OUT/<family>.npz (the hierarchical optimizer's to
+OUT/hierarchical.npz). Load one with
 
   import gradtx as gtx
   meta_params, config = gtx.learned.load_meta_params("learned_optimizer/quadratic.npz")
-  tx = gtx.learned.lstm_optimizer(meta_params)
+  tx = gtx.learned.lstm_optimizer(meta_params)  # or hierarchical_optimizer(...)
 
 where config holds the meta-training settings the file records. To reproduce the weights
 shipped with gradtx (what gtx.learned.pretrained(...) returns), run from the repository
@@ -50,10 +65,16 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
       prog="python -m gradtx.learned",
-      description="Meta-train the LSTM optimizer's weights and save them as .npz files.",
+      description="Meta-train learned optimizers' weights and save them as .npz files.",
       epilog=EPILOG, formatter_class=_HelpFormatter)
-  parser.add_argument("families", nargs="*", metavar="family", default=list(SETTINGS),
-                      help=f"The families to meta-train, any of {', '.join(SETTINGS)}.")
+  parser.add_argument("families", nargs="*", metavar="family", default=None,
+                      help="The LSTM's families to meta-train, any of "
+                           f"{', '.join(OPTIMIZER_FILES['lstm'])}; none given: all "
+                           "of the --optimizer's.")
+  parser.add_argument("--optimizer", choices=list(OPTIMIZER_FILES), default="lstm",
+                      help="The learned optimizer: the coordinatewise LSTM (Andrychowicz "
+                           "et al. 2016) or the hierarchical RNN (Wichrowska et al. 2017, "
+                           "one file, hierarchical.npz, for a mixture of problems).")
   parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT,
                       help="The folder to write <family>.npz into; it is created if "
                            "missing, and relative paths are taken from the current "
@@ -62,9 +83,13 @@ def main(argv: list[str] | None = None) -> None:
                       help="Print meta-training progress every this many meta-steps "
                            "(0: never).")
   args = parser.parse_args(argv)
-  unknown = set(args.families) - set(SETTINGS)
+  choices = OPTIMIZER_FILES[args.optimizer]
+  if args.families is None or not args.families:
+    args.families = list(choices)
+  unknown = set(args.families) - set(choices)
   if unknown:
-    parser.error(f"unknown families {sorted(unknown)}; choose from {list(SETTINGS)}")
+    parser.error(f"unknown families {sorted(unknown)} for --optimizer {args.optimizer}; "
+                 f"choose from {list(choices)}")
   out = args.out.resolve()
   out.mkdir(parents=True, exist_ok=True)
   print(f"writing into {out}")

@@ -1,4 +1,4 @@
-"""Meta-training: learning the LSTM optimizer's weights by gradient descent.
+"""Meta-training: learning a learned optimizer's weights by gradient descent.
 
 Andrychowicz et al. 2016, §2 and §3: the meta-loss of the weights ``phi`` is the sum of
 the optimizee's losses along its trajectory, ``L(phi) = E_f [sum_t f(theta_t)]`` with
@@ -18,6 +18,13 @@ follows the exact meta-gradient instead. Exact is not better here: on the quadra
 1.7, against 0.11 with the paper's approximation (gradients through 20 steps of a
 chaotic recurrence have a large variance). :func:`meta_loss` is exact by default, so
 that its gradient is its derivative.
+
+The same loop trains the hierarchical RNN optimizer of Wichrowska et al. 2017
+(``optimizer="hierarchical"``), whose paper's meta-loss is the mean *log* loss over the
+unroll (``log_loss=True``, its default there: every problem counts by its relative
+progress, whatever its loss's scale), on a mixture of problem families (a sequence of
+families, one per horizon, in turn), with the meta-gradient clipped by its global norm
+and non-finite meta-gradients skipped (``clip_meta_gradient``).
 """
 
 from __future__ import annotations
@@ -25,13 +32,15 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import gradtx as gtx
+from gradtx.learned.hierarchical import (hierarchical_optimizer,
+                                         init_hierarchical_meta_params)
 from gradtx.learned.lstm import MetaParams, init_meta_params, lstm_optimizer
 from gradtx.learned.problems import ProblemFamily, get_family, sample_problems
 
@@ -42,6 +51,21 @@ TRAIN_STREAM, EVAL_STREAM, INIT_STREAM = 0, 1, 2
 
 def problem_key(seed: int, stream: int) -> jax.Array:
   return jax.random.fold_in(jax.random.key(seed), stream)
+
+
+OPTIMIZERS = ("lstm", "hierarchical")
+"""The learned optimizers :func:`meta_train` trains."""
+
+
+def learned_optimizer(optimizer: str, meta_params: MetaParams, p: float = 10.0,
+                      output_scale: float = 0.1) -> gtx.GradientTransformation:
+  """The transform of ``optimizer`` (``"lstm"`` or ``"hierarchical"``) with ``meta_params``;
+  ``p`` and ``output_scale`` are the LSTM's (the hierarchical optimizer has none)."""
+  if optimizer == "lstm":
+    return lstm_optimizer(meta_params, p, output_scale)
+  if optimizer == "hierarchical":
+    return hierarchical_optimizer(meta_params)
+  raise ValueError(f"unknown optimizer {optimizer!r}; use one of {list(OPTIMIZERS)}")
 
 
 class MetaTrainResult(NamedTuple):
@@ -59,11 +83,16 @@ class MetaTrainResult(NamedTuple):
 
 
 def _unroll_one(meta_params, family, data, params, state, start, *, unroll, horizon,
-                first_order, p, output_scale):
+                first_order, p, output_scale, optimizer="lstm", log_loss=False):
   """``unroll`` steps of one problem from step ``start``: the summed losses
-  ``f(theta_start) + ... + f(theta_end)`` and the final params, state and loss. Steps at or
-  beyond ``horizon`` are not taken."""
-  tx = lstm_optimizer(meta_params, p, output_scale)
+  ``f(theta_start) + ... + f(theta_end)`` (with ``log_loss``, the mean of their logs)
+  and the final params, state and loss. Steps at or beyond ``horizon`` are not taken."""
+  tx = learned_optimizer(optimizer, meta_params, p, output_scale)
+  # A problem's first unroll starts from the optimizer's initial state made here, so that
+  # the meta-gradient reaches the learned initial state (the hierarchical optimizer's
+  # initial hidden states and learning rate; the LSTM's initial state is zeros).
+  state = jax.tree.map(lambda fresh, carried: jnp.where(start == 0, fresh, carried),
+                       tx.init(params), state)
 
   def step(carry, t):
     params, state = carry
@@ -80,6 +109,11 @@ def _unroll_one(meta_params, family, data, params, state, start, *, unroll, hori
   (params, state), values = jax.lax.scan(step, (params, state),
                                          start + jnp.arange(unroll))
   final = family.loss(params, data, jnp.minimum(start + unroll, horizon))
+  if log_loss:
+    # The mean of log f over the steps taken and the end; inactive steps count nothing.
+    active = start + jnp.arange(unroll) < horizon
+    logs = jnp.where(active, jnp.log(jnp.where(active, values, 1.0)), 0.0)
+    return (jnp.sum(logs) + jnp.log(final)) / (jnp.sum(active) + 1), (params, state, final)
   return jnp.sum(values) + final, (params, state, final)
 
 
@@ -91,51 +125,86 @@ def _unroll_batch(meta_params, family, data, params, state, start, **options):
   return jnp.mean(losses), (params, state, jnp.mean(final))
 
 
-@functools.partial(jax.jit, static_argnames=("family", "optimizer", "meta_learning_rate",
-                                             "unroll", "horizon", "first_order", "p",
-                                             "output_scale"))
-def _train_step(meta_params, opt_state, data, params, state, start, *, family, optimizer,
-                meta_learning_rate, **options):
-  """One meta-step: an unroll on a batch of problems, then the meta-optimizer's update."""
+def _default_meta_optimizer(meta_learning_rate, clip_meta_gradient):
+  adam = gtx.adam(meta_learning_rate)
+  if clip_meta_gradient is None:
+    return adam
+  return gtx.chain(gtx.clip_by_global_norm(clip_meta_gradient), adam)
+
+
+@functools.partial(jax.jit, static_argnames=("family", "meta_optimizer", "meta_learning_rate",
+                                             "clip_meta_gradient", "unroll", "horizon",
+                                             "first_order", "p", "output_scale",
+                                             "optimizer", "log_loss"))
+def _train_step(meta_params, opt_state, data, params, state, start, *, family,
+                meta_optimizer, meta_learning_rate, clip_meta_gradient, **options):
+  """One meta-step: an unroll on a batch of problems, then the meta-optimizer's update
+  (with ``clip_meta_gradient``, none where the meta-gradient is not finite)."""
   (loss, (params, state, final)), grads = jax.value_and_grad(_unroll_batch, has_aux=True)(
       meta_params, family, data, params, state, start, **options)
-  optimizer = optimizer if optimizer is not None else gtx.adam(meta_learning_rate)
-  updates, opt_state = optimizer.update(grads, opt_state, meta_params)
-  return gtx.apply_updates(meta_params, updates), opt_state, params, state, loss, final
+  meta_optimizer = meta_optimizer if meta_optimizer is not None else _default_meta_optimizer(
+      meta_learning_rate, clip_meta_gradient)
+  updates, new_opt_state = meta_optimizer.update(grads, opt_state, meta_params)
+  new_meta_params = gtx.apply_updates(meta_params, updates)
+  if clip_meta_gradient is not None:
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    keep = lambda new, old: jax.tree.map(  # noqa: E731
+        lambda a, b: jnp.where(finite, a, b), new, old)
+    new_meta_params, new_opt_state = keep(new_meta_params, meta_params), keep(
+        new_opt_state, opt_state)
+  return new_meta_params, new_opt_state, params, state, loss, final
 
 
-@functools.partial(jax.jit, static_argnames=("family", "batch_size", "p", "output_scale"))
-def _new_problems(key, meta_params, *, family, batch_size, p, output_scale):
+@functools.partial(jax.jit, static_argnames=("family", "batch_size", "p", "output_scale",
+                                             "optimizer"))
+def _new_problems(key, meta_params, *, family, batch_size, p, output_scale, optimizer="lstm"):
   data, params = sample_problems(family, key, batch_size)
-  return data, params, jax.vmap(lstm_optimizer(meta_params, p, output_scale).init)(params)
+  tx = learned_optimizer(optimizer, meta_params, p, output_scale)
+  return data, params, jax.vmap(tx.init)(params)
 
 
 def meta_loss(meta_params: MetaParams, problem_family: str | ProblemFamily,
               key: jax.Array, *, batch_size: int = 8, unroll: int = 20,
               first_order: bool = False, p: float = 10.0,
-              output_scale: float = 0.1) -> jax.Array:
+              output_scale: float = 0.1, optimizer: str = "lstm",
+              log_loss: bool | None = None) -> jax.Array:
   """The meta-loss of the first unroll on ``batch_size`` problems drawn with ``key``.
 
   ``mean over problems of f(theta_0) + f(theta_1) + ... + f(theta_unroll)``, the
-  trajectory made by ``lstm_optimizer(meta_params, p, output_scale)`` from the problems'
-  initial params. Differentiable in ``meta_params``: its gradient is the exact
+  trajectory made by ``lstm_optimizer(meta_params, p, output_scale)`` (or
+  ``hierarchical_optimizer(meta_params)`` with ``optimizer="hierarchical"``) from the
+  problems' initial params; with ``log_loss`` (default: for the hierarchical optimizer)
+  the mean over problems of ``(log f(theta_0) + ... + log f(theta_unroll)) / (unroll + 1)``.
+  Differentiable in ``meta_params``: its gradient is the exact
   meta-gradient, or with ``first_order=True`` (the value is the same) the paper's
   approximation that :func:`meta_train` follows by default, which treats each
   ``grad f(theta_t)`` as independent of ``meta_params``.
   """
   family = get_family(problem_family)
   data, params = sample_problems(family, key, batch_size)
-  state = jax.vmap(lstm_optimizer(meta_params, p, output_scale).init)(params)
+  state = jax.vmap(learned_optimizer(optimizer, meta_params, p, output_scale).init)(params)
+  log_loss = optimizer == "hierarchical" if log_loss is None else log_loss
   loss, _ = _unroll_batch(meta_params, family, data, params, state, 0, unroll=unroll,
                           horizon=unroll, first_order=first_order, p=p,
-                          output_scale=output_scale)
+                          output_scale=output_scale, optimizer=optimizer, log_loss=log_loss)
   return loss
+
+
+def _families(problem_family) -> list[ProblemFamily]:
+  """One family, or a sequence of them; a ``(name, kwargs)`` pair is one family."""
+  if isinstance(problem_family, (str, ProblemFamily)) or (
+      isinstance(problem_family, (tuple, list)) and len(problem_family) == 2
+      and isinstance(problem_family[0], str) and isinstance(problem_family[1], dict)):
+    return [get_family(problem_family)]
+  return [get_family(family) for family in problem_family]
 
 
 @gtx.hyperparameters(steps="int >= 0", unroll="int >= 1", horizon="int >= 1",
                      batch_size="int >= 1", log_every="int >= 0",
-                     meta_learning_rate="(0, inf)", schedules=False)
-def meta_train(problem_family: str | ProblemFamily = "quadratic", *, steps: int = 1000,
+                     meta_learning_rate="(0, inf)", clip_meta_gradient="(0, inf) | None",
+                     init_learning_rate="(0, inf)", schedules=False)
+def meta_train(problem_family: str | ProblemFamily | Sequence[str | ProblemFamily] = "quadratic",
+               *, steps: int = 1000,
                unroll: int = 20, horizon: int = 100, batch_size: int = 64,
                meta_learning_rate: float = 1e-3, seed: int = 0,
                meta_params: MetaParams | None = None,
@@ -143,19 +212,24 @@ def meta_train(problem_family: str | ProblemFamily = "quadratic", *, steps: int 
                first_order: bool = True, hidden_size: int = 20, num_layers: int = 2,
                p: float = 10.0, output_scale: float = 0.1, log_every: int = 0,
                callback: Callable[[int, dict[str, float]], Any] | None = None,
+               optimizer: str = "lstm", log_loss: bool | None = None,
+               clip_meta_gradient: float | None = None, init_learning_rate: float = 0.1,
                ) -> MetaTrainResult:
-  """Meta-trains a coordinatewise LSTM optimizer on a problem family.
+  """Meta-trains a learned optimizer (the coordinatewise LSTM by default) on problems.
 
   Each of the ``steps`` meta-steps runs one unroll of ``unroll`` optimizee steps on a
   batch of ``batch_size`` problems (vmapped) in one ``lax.scan``, and updates the
   meta-parameters with ``meta_optimizer`` (default: gradtx's Adam with
   ``meta_learning_rate``) on the gradient of the unroll's meta-loss (see
   :func:`meta_loss`). Every ``ceil(horizon / unroll)`` meta-steps a fresh batch of
-  problems is drawn. Deterministic given ``seed``: two calls with the same arguments
-  return the same meta-parameters, bit for bit, on the same machine.
+  problems is drawn (from the next family, when ``problem_family`` is a sequence).
+  Deterministic given ``seed``: two calls with the same arguments return the same
+  meta-parameters, bit for bit, on the same machine.
 
   Args:
-    problem_family: a :class:`ProblemFamily` or its name, ``"quadratic"`` or ``"mlp"``.
+    problem_family: a :class:`ProblemFamily` or its name (see
+      :func:`~gradtx.learned.get_family`), or a sequence of them, used in turn, one per
+      horizon.
     steps: number of meta-steps (updates of the meta-parameters).
     unroll: optimizee steps per truncation (the paper's 20).
     horizon: optimizee steps per problem (the paper's 100).
@@ -171,21 +245,40 @@ def meta_train(problem_family: str | ProblemFamily = "quadratic", *, steps: int 
     log_every: print progress every this many meta-steps (0: never).
     callback: called as ``callback(step, {"meta_loss": ..., "loss": ...})`` after every
       meta-step (``step`` from 1).
+    optimizer: ``"lstm"`` (:func:`~gradtx.learned.lstm_optimizer`) or ``"hierarchical"``
+      (:func:`~gradtx.learned.hierarchical_optimizer`).
+    log_loss: the meta-loss is the mean log loss over the unroll instead of the summed
+      loss (default: for the hierarchical optimizer, as Wichrowska et al.).
+    clip_meta_gradient: clip the meta-gradient to this global norm before the default
+      Adam, and skip meta-steps whose meta-gradient is not finite (default: neither).
+    init_learning_rate: the hierarchical optimizer's initial learning rate when starting
+      from scratch (:func:`~gradtx.learned.init_hierarchical_meta_params`).
 
   Returns:
     :class:`MetaTrainResult` ``(meta_params, history)``.
   """
-  family = get_family(problem_family)
+  families = _families(problem_family)
+  if not families:
+    raise ValueError("meta_train: problem_family is an empty sequence")
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"meta_train: unknown optimizer {optimizer!r}; use one of "
+                     f"{list(OPTIMIZERS)}")
   if meta_params is None:
-    meta_params = init_meta_params(problem_key(seed, INIT_STREAM), hidden_size, num_layers)
+    key = problem_key(seed, INIT_STREAM)
+    meta_params = (init_meta_params(key, hidden_size, num_layers) if optimizer == "lstm"
+                   else init_hierarchical_meta_params(key, learning_rate=init_learning_rate))
   meta_params = jax.tree.map(jnp.asarray, meta_params)
-  optimizer = meta_optimizer if meta_optimizer is not None else gtx.adam(meta_learning_rate)
+  log_loss = optimizer == "hierarchical" if log_loss is None else bool(log_loss)
+  clip = None if clip_meta_gradient is None else float(clip_meta_gradient)
+  meta_opt = meta_optimizer if meta_optimizer is not None else _default_meta_optimizer(
+      meta_learning_rate, clip)
   # Static (hashable) settings, so that the compiled steps are reused by later calls.
-  static = dict(family=family, optimizer=meta_optimizer, meta_learning_rate=float(
-      meta_learning_rate), unroll=unroll, horizon=horizon, first_order=bool(first_order),
-                p=float(p), output_scale=float(output_scale))
+  static = dict(meta_optimizer=meta_optimizer, meta_learning_rate=float(
+      meta_learning_rate), clip_meta_gradient=clip, unroll=unroll, horizon=horizon,
+                first_order=bool(first_order), p=float(p), output_scale=float(output_scale),
+                optimizer=optimizer, log_loss=log_loss)
 
-  opt_state = optimizer.init(meta_params)
+  opt_state = meta_opt.init(meta_params)
   train_key = problem_key(seed, TRAIN_STREAM)
   segments = math.ceil(horizon / unroll)
   history = {"meta_loss": np.zeros(steps), "loss": np.zeros(steps)}
@@ -193,11 +286,14 @@ def meta_train(problem_family: str | ProblemFamily = "quadratic", *, steps: int 
   for i in range(steps):
     segment = i % segments
     if segment == 0:
+      family = families[(i // segments) % len(families)]
       data, params, state = _new_problems(
           jax.random.fold_in(train_key, i // segments), meta_params, family=family,
-          batch_size=batch_size, p=static["p"], output_scale=static["output_scale"])
+          batch_size=batch_size, p=static["p"], output_scale=static["output_scale"],
+          optimizer=optimizer)
     meta_params, opt_state, params, state, loss, final = _train_step(
-        meta_params, opt_state, data, params, state, jnp.int32(segment * unroll), **static)
+        meta_params, opt_state, data, params, state, jnp.int32(segment * unroll),
+        family=family, **static)
     history["meta_loss"][i], history["loss"][i] = float(loss), float(final)
     if callback is not None:
       callback(i + 1, {"meta_loss": history["meta_loss"][i], "loss": history["loss"][i]})

@@ -2,7 +2,8 @@
 
 Meta-parameters are stored as a NumPy ``.npz`` file: one float32 array per entry of the
 dict, plus a ``__config__`` entry, a JSON string recording how they were trained (family,
-steps, seed, ... and the ``p`` and ``output_scale`` to use them with).
+steps, seed, ... and the ``p`` and ``output_scale`` to use them with). The LSTM's and the
+hierarchical optimizer's meta-parameters are told apart by their keys.
 """
 
 from __future__ import annotations
@@ -15,16 +16,24 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx.learned.hierarchical import hierarchical_architecture, is_hierarchical
 from gradtx.learned.lstm import MetaParams, architecture
 
-PRETRAINED = ("quadratic", "mlp")
+PRETRAINED = ("quadratic", "mlp", "hierarchical")
 _CONFIG = "__config__"
+
+
+def _check(meta_params: MetaParams) -> None:
+  if is_hierarchical(meta_params):
+    hierarchical_architecture(meta_params)
+  else:
+    architecture(meta_params)
 
 
 def save_meta_params(path: str | os.PathLike, meta_params: MetaParams,
                      **config: Any) -> None:
   """Writes ``meta_params`` (and a JSON-serialisable ``config``) to ``path`` (.npz)."""
-  architecture(meta_params)
+  _check(meta_params)
   arrays = {name: np.asarray(value, np.float32) for name, value in meta_params.items()}
   with open(path, "wb") as file:
     np.savez_compressed(file, **arrays, **{_CONFIG: np.asarray(json.dumps(config))})
@@ -35,7 +44,7 @@ def load_meta_params(path: str | os.PathLike) -> tuple[MetaParams, dict[str, Any
   with np.load(path) as npz:
     config = json.loads(str(npz[_CONFIG])) if _CONFIG in npz.files else {}
     meta_params = {name: jnp.asarray(npz[name]) for name in npz.files if name != _CONFIG}
-  architecture(meta_params)
+  _check(meta_params)
   return meta_params, config
 
 
@@ -46,11 +55,14 @@ def pretrained_path(name: str):
 
 
 def pretrained(name: str) -> MetaParams:
-  """The shipped meta-parameters for ``"quadratic"`` or ``"mlp"``.
+  """The shipped meta-parameters: ``"quadratic"``, ``"mlp"`` or ``"hierarchical"``.
 
-  Use them as ``lstm_optimizer(pretrained("quadratic"))``; they were meta-trained with
-  ``p = 10`` and ``output_scale = 0.1`` (the defaults) by ``python -m gradtx.learned
-  --out gradtx/learned/pretrained``, whose settings :func:`pretrained_config` returns.
+  Use the LSTM's as ``lstm_optimizer(pretrained("quadratic"))``; they were meta-trained
+  with ``p = 10`` and ``output_scale = 0.1`` (the defaults) by ``python -m gradtx.learned
+  --out gradtx/learned/pretrained``. Use ``hierarchical_optimizer(pretrained(
+  "hierarchical"))`` for the hierarchical RNN's, meta-trained on a mixture of small
+  problems by ``python -m gradtx.learned --optimizer hierarchical --out
+  gradtx/learned/pretrained``. :func:`pretrained_config` returns the settings.
   """
   with pretrained_path(name).open("rb") as file:
     return load_meta_params(file)[0]
