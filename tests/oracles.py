@@ -51,6 +51,33 @@ def trajectory(tx, params, steps=STEPS, loss_fn=loss, extra_args=False,
   return (path, state) if return_state else path
 
 
+def paired_trajectories(ours, theirs, params, steps=STEPS, loss_fn=loss, extra_args=False,
+                        return_state=False):
+  """:func:`trajectory` of two transforms, ``(ours_path, theirs_path)`` (and their last
+  states, with ``return_state``): both steps are compiled into one jitted program and
+  advanced together, each on its own params and state. The two halves share no
+  operands, so each computes what :func:`trajectory` computes; one compilation instead
+  of two, which is what most oracle tests spend their time on."""
+
+  def one(tx, params, state):
+    value, grads = jax.value_and_grad(loss_fn)(params)
+    if extra_args:
+      updates, state = tx.update(grads, state, params, value=value, grad=grads,
+                                 value_fn=loss_fn)
+    else:
+      updates, state = tx.update(grads, state, params)
+    return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates), state
+
+  step = jax.jit(lambda a, b: (one(ours, *a), one(theirs, *b)))
+  a, b = (params, ours.init(params)), (params, theirs.init(params))
+  paths = [], []
+  for _ in range(steps):
+    a, b = step(a, b)
+    paths[0].append(a[0])
+    paths[1].append(b[0])
+  return (paths, (a[1], b[1])) if return_state else paths
+
+
 def tolerance(dtype):
   return {"float32": dict(rtol=2e-5, atol=2e-6),
           "float64": dict(rtol=1e-12, atol=1e-13)}[np.dtype(dtype).name]
@@ -116,3 +143,26 @@ def solver_path(tx, fn, params, vag, steps):
     params, state = step(params, state)
     path.append(params)
   return path, state
+
+
+def paired_solver_paths(ours, theirs, fn, params, vags, steps):
+  """:func:`solver_path` of two transforms, ``((path, state), (oracle_path,
+  oracle_state))``, with ``vags = (vag, oracle_vag)``: both steps compiled into one
+  jitted program (one compilation) and advanced together, each on its own params and
+  state, sharing no operands."""
+  value_and_grads = [vag(fn) for vag in vags]
+
+  def one(tx, value_and_grad, params, state):
+    value, grad = value_and_grad(params, state=state)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=fn)
+    return jax.tree.map(lambda p, u: p + u, params, updates), state
+
+  step = jax.jit(lambda a, b: (one(ours, value_and_grads[0], *a),
+                               one(theirs, value_and_grads[1], *b)))
+  a, b = (params, ours.init(params)), (params, theirs.init(params))
+  paths = [], []
+  for _ in range(steps):
+    a, b = step(a, b)
+    paths[0].append(a[0])
+    paths[1].append(b[0])
+  return (paths[0], a[1]), (paths[1], b[1])

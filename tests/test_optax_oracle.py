@@ -1,7 +1,9 @@
 """Oracle: Optax 0.2.8. Every gradtx name that Optax also has must follow the same
 trajectory, step by step, over 60 steps on a mixed-shape pytree, in float32 and float64.
 
-Primitives are followed by ``scale(-lr)`` on both sides so that they descend.
+Primitives are followed by ``scale(-lr)`` on both sides so that they descend. Each
+comparison compiles gradtx's step and Optax's into one program
+(``oracles.paired_trajectories``).
 """
 
 import jax
@@ -11,7 +13,7 @@ import pytest
 
 import gradtx as gtx
 from conftest import make_params
-from oracles import assert_trajectories_close, trajectory
+from oracles import assert_trajectories_close, paired_trajectories
 
 LR = 0.02
 sched = lambda count: 0.1 * 0.97**count  # noqa: E731
@@ -97,7 +99,7 @@ def test_matches_optax(name, dtype):
   with jax.enable_x64(dtype == "float64"):
     ours, theirs = _pair(name)
     params = make_params(jnp.dtype(dtype))
-    assert_trajectories_close(trajectory(ours, params), trajectory(theirs, params), dtype)
+    assert_trajectories_close(*paired_trajectories(ours, theirs, params), dtype)
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "radam", "rmsprop/momentum"])
@@ -129,8 +131,7 @@ def test_matches_optax_where_eps_matters(name):
   tiny = lambda p: 1e-7 * loss(p)  # noqa: E731
   ours, theirs = ALIASES[name](gtx), ALIASES[name](optax)
   params = make_params()
-  assert_trajectories_close(trajectory(ours, params, loss_fn=tiny),
-                            trajectory(theirs, params, loss_fn=tiny))
+  assert_trajectories_close(*paired_trajectories(ours, theirs, params, loss_fn=tiny))
 
 
 def test_harness_detects_an_epsilon_change():
@@ -138,8 +139,8 @@ def test_harness_detects_an_epsilon_change():
   tiny = lambda p: 1e-7 * loss(p)  # noqa: E731
   params = make_params()
   with pytest.raises(AssertionError):
-    assert_trajectories_close(trajectory(gtx.adam(LR, eps=1e-7), params, loss_fn=tiny),
-                              trajectory(optax.adam(LR), params, loss_fn=tiny))
+    assert_trajectories_close(*paired_trajectories(gtx.adam(LR, eps=1e-7), optax.adam(LR),
+                                                   params, loss_fn=tiny))
 
 
 @pytest.mark.parametrize("name, make", [
@@ -153,5 +154,5 @@ def test_any_hyperparameter_may_be_a_schedule(name, make):
   params = make_params()
   ours = make(gtx, momentum)
   theirs = optax.inject_hyperparams(lambda s: make(optax, s))(s=momentum)
-  assert_trajectories_close(trajectory(ours, params), trajectory(theirs, params))
+  assert_trajectories_close(*paired_trajectories(ours, theirs, params))
   assert isinstance(ours.init(params), gtx.InjectHyperparamsState)
