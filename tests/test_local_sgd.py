@@ -286,6 +286,19 @@ def test_leading_axis_is_required_and_common_to_every_leaf():
     tx.init(uneven)
 
 
+def test_leading_axis_slices_per_replica_extra_arguments_only():
+  # value= has the replica axis and is sliced; scale= (a scalar array) and offset= (a
+  # float) are given to every replica as they are.
+  def update(updates, state, params=None, *, value, scale, offset, **extra_args):
+    return jax.tree.map(lambda u: u * value * scale + offset, updates), state
+
+  tx = gtx.local_sgd(gtx.GradientTransformation(gtx.init_empty_state, update), 5, None)
+  params = {"w": jnp.ones((2, 3))}
+  updates, _ = tx.update(params, tx.init(params), params, value=jnp.asarray([1.0, 2.0]),
+                         scale=jnp.asarray(3.0), offset=0.5)
+  np.testing.assert_array_equal(updates["w"], [[3.5] * 3, [6.5] * 3])
+
+
 def test_update_needs_the_params():
   tx = CONSTRUCTORS["local_sgd"]()
   params = stacked(make_params(), 2)

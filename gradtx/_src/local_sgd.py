@@ -88,9 +88,11 @@ def _replica_count(owner: str, params: base.Params) -> int:
   return count
 
 
-def _is_arrays(value: Any) -> bool:
+def _per_replica(value: Any, replicas: int) -> bool:
+  """Whether an extra argument is one per replica: arrays with the leading replica axis."""
   leaves = jax.tree.leaves(value)
-  return bool(leaves) and all(isinstance(x, (jax.Array, jnp.ndarray)) for x in leaves)
+  return bool(leaves) and all(isinstance(x, jax.Array) and x.ndim and x.shape[0] == replicas
+                              for x in leaves)
 
 
 def _cast_op(op):
@@ -135,7 +137,8 @@ def _periodic_outer(owner: str, inner: base.GradientTransformation,
   def inner_update(updates, inner_state, params, extra_args):
     if not leading:
       return base.call_update(inner, updates, inner_state, params, extra_args)
-    per_replica = {k: v for k, v in extra_args.items() if _is_arrays(v)}
+    replicas = _replica_count(owner, params)
+    per_replica = {k: v for k, v in extra_args.items() if _per_replica(v, replicas)}
     shared = {k: v for k, v in extra_args.items() if k not in per_replica}
 
     def one(u, s, p, arrays):
@@ -147,8 +150,6 @@ def _periodic_outer(owner: str, inner: base.GradientTransformation,
     if params is None:
       raise ValueError(base.NO_PARAMS_MSG.format(owner))
     base.check_same_structure(owner, updates, params, state.global_params)
-    if leading:
-      _replica_count(owner, params)
     inner_updates, inner_state = inner_update(updates, state.inner_state, params,
                                               extra_args)
     count = safe_increment(state.count)
@@ -187,11 +188,13 @@ def diloco(inner: base.GradientTransformation, outer: base.GradientTransformatio
     theta^(t) = theta^(t-1) + outer(Delta)                 Delta is outer's gradient
     emit theta^(t) - theta_i                               every replica lands there
 
-  The paper's recipe (its Table 5 and Section 3): inner AdamW, outer
-  ``sgd(0.7, momentum=0.9, nesterov=True)`` (Nesterov momentum as PyTorch's, Optax's and
-  gradtx's ``sgd``), ``H = 500`` for language models; ``outer=sgd(1.0)`` is
-  :func:`local_sgd`. There are no defaults: the outer optimizer, the period and the axis
-  decide what is communicated, so they are written out::
+  The paper's recipe: inner AdamW, outer ``sgd(0.7, momentum=0.9, nesterov=True)``
+  (Nesterov momentum as PyTorch's, Optax's and gradtx's ``sgd``), ``H = 500`` for its
+  language models; ``outer=sgd(1.0)`` is :func:`local_sgd`. There are no defaults:
+  ``axis_name=None`` is a real choice (a leading replica axis), so a default would, when
+  forgotten under ``shard_map``, silently take each param's first dimension for
+  replicas; and the outer optimizer and the period, which come before it, decide what
+  is communicated. The paper's recipe, written out::
 
     tx = gtx.diloco(gtx.adamw(1e-3, weight_decay=0.1),
                     gtx.sgd(0.7, momentum=0.9, nesterov=True), sync_period=500,
@@ -202,8 +205,9 @@ def diloco(inner: base.GradientTransformation, outer: base.GradientTransformatio
   replica calls ``init`` and ``update`` on its own params; the state is per replica,
   with ``count``, ``global_params`` and ``outer_state`` equal on all of them. With
   ``axis_name=None``, every leaf of the params (and of the gradients) has a leading axis
-  of replicas; ``inner`` runs on each replica's slice (under ``vmap``; array-valued extra
-  arguments such as ``value=`` are sliced per replica too, others passed as they are),
+  of replicas; ``inner`` runs on each replica's slice (under ``vmap``; extra arguments
+  whose arrays all have that leading axis, such as per-replica losses ``value=``, are
+  sliced per replica too, others are passed to every replica as they are),
   and ``global_params``/``outer_state`` are kept once, without that axis. Replicas must
   start from the same params: ``init`` takes the first replica's (``axis_name=None``) or
   each replica's own as ``theta^(0)``.
