@@ -4,7 +4,8 @@ arrays, in the same order, dtypes included) and against
 the same pairs where the optimum is unique), on batches of random cost matrices:
 square, wide, tall, single rows and columns, empty; float32 and float64, and small
 integers (many ties, where the tie-breaking must be Optax's). Batches go through
-``jax.vmap`` of the jitted solvers (one compilation per shape), one matrix eagerly.
+``jax.vmap`` of the solvers, gtx's and Optax's jitted together (one compilation per
+shape), one matrix eagerly.
 """
 
 import jax
@@ -27,9 +28,11 @@ def costs(shape, kind, seed=0):
   return jnp.asarray(rng.normal(size=(BATCH, *shape)), jnp.dtype(kind))
 
 
-def solve_batch(module, name, batch):
-  return jax.jit(jax.vmap(getattr(module.assignment if module is gtx else optax.assignment,
-                                  name)))(batch)
+def solve_batch(name, batch):
+  """``jax.vmap`` of gtx's and of Optax's solver on ``batch``, both in one jitted program
+  (one compilation): ``((rows, cols), (expected_rows, expected_cols))``."""
+  ours, theirs = getattr(gtx.assignment, name), getattr(optax.assignment, name)
+  return jax.jit(lambda b: (jax.vmap(ours)(b), jax.vmap(theirs)(b)))(batch)
 
 
 # Each shape (square, wide, tall, single row, single column) with integer costs or in
@@ -42,8 +45,7 @@ def solve_batch(module, name, batch):
 def test_matches_optax_and_scipy(name, shape, kind):
   with jax.enable_x64(kind == "float64"):
     batch = costs(shape, kind)
-    rows, cols = solve_batch(gtx, name, batch)
-    expected_rows, expected_cols = solve_batch(optax, name, batch)
+    (rows, cols), (expected_rows, expected_cols) = solve_batch(name, batch)
     assert rows.dtype == expected_rows.dtype and cols.dtype == expected_cols.dtype
     np.testing.assert_array_equal(rows, expected_rows)
     np.testing.assert_array_equal(cols, expected_cols)
@@ -69,15 +71,15 @@ def test_matches_optax_on_optaxs_examples(name):
   eager = ours(jnp.array([[8, 4, 7], [5, 2, 3], [9, 6, 7], [9, 4, 8]]))
   for x, y in zip(eager, EAGER[name]):
     np.testing.assert_array_equal(x, y)
-  ours, theirs = jax.jit(ours), jax.jit(theirs)
+  both = jax.jit(lambda c: (ours(c), theirs(c)))  # one compilation per shape
   examples = [jnp.array([[8, 4, 7], [5, 2, 3], [9, 6, 7], [9, 4, 8]]),
               jnp.array([[90, 80, 75, 70], [35, 85, 55, 65], [125, 95, 90, 95],
                          [45, 110, 95, 115], [50, 100, 90, 100]])]
   for c in examples + [c.T for c in examples]:
-    for x, y in zip(ours(c), theirs(c)):
+    for x, y in zip(*both(c)):
       assert x.dtype == y.dtype
       np.testing.assert_array_equal(x, y)
-  i, j = ours(examples[0])
+  i, j = both(examples[0])[0]
   assert examples[0][i, j].sum() == 15
 
 

@@ -18,6 +18,8 @@ kept that point's gradient and returns it without the extra evaluation. The orac
 driver counts accordingly and says so.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,19 +159,31 @@ def phi3(a, beta=0.01, ell=39.0):
   return phi0 + 2 * (1 - beta) / (ell * jnp.pi) * jnp.sin(ell * jnp.pi / 2 * a)
 
 
-@pytest.mark.parametrize("phi,ftol,gtol", [(phi1, 1e-3, 0.1), (phi2, 0.1, 0.1),
-                                           (phi3, 0.1, 0.1), (phi1, 1e-3, 0.9)])
+@functools.lru_cache(maxsize=None)
+def single_search(phi, ftol, gtol):
+  """The search from 0 on ``phi``, jitted once for all initial guesses (the guess is the
+  state's ``learning_rate``, an array): ``(value, slope, init, search)``."""
+  w = jnp.zeros([], jnp.float64)
+  value, slope = jax.value_and_grad(phi)(w)
+  tx = scale_by_more_thuente_linesearch(slope_rtol=ftol, curv_rtol=gtol,
+                                        initial_guess_strategy="keep")
+  search = jax.jit(lambda s: tx.update(jnp.ones([], jnp.float64), s, w, value=value,
+                                       grad=slope, value_fn=phi))
+  return value, slope, tx.init(w), search
+
+
+SEARCHES = [(phi1, 1e-3, 0.1), (phi2, 0.1, 0.1), (phi3, 0.1, 0.1), (phi1, 1e-3, 0.9)]
+
+
+@pytest.mark.parametrize("phi,ftol,gtol", [
+    pytest.param(*case, marks=pytest.mark.xdist_group(f"more_thuente:search{i}"))
+    for i, case in enumerate(SEARCHES)])
 @pytest.mark.parametrize("guess", [1e-3, 1e-1, 10.0, 1e3])
 def test_single_search_matches_dcsrch(phi, ftol, gtol, guess):
   with jax.enable_x64(True):
-    w = jnp.zeros([], jnp.float64)
-    value, slope = jax.value_and_grad(phi)(w)
-    tx = scale_by_more_thuente_linesearch(slope_rtol=ftol, curv_rtol=gtol,
-                                          initial_guess_strategy="keep")
-    state = tx.init(w)._replace(learning_rate=jnp.asarray(guess, jnp.float64))
-    updates, state = jax.jit(lambda s: tx.update(jnp.ones([], jnp.float64), s, w,
-                                                 value=value, grad=slope,
-                                                 value_fn=phi))(state)
+    value, slope, state, search = single_search(phi, ftol, gtol)
+    state = state._replace(learning_rate=jnp.asarray(guess, jnp.float64))
+    updates, state = search(state)
     phi_and_slope = lambda a: tuple(map(float, jax.value_and_grad(phi)(jnp.float64(a))))  # noqa: E731
     step, evals = dcsrch_search(phi_and_slope, float(value), float(slope), guess, ftol=ftol,
                                 gtol=gtol)
