@@ -202,10 +202,13 @@ def hierarchical_optimizer(meta_params: MetaParams) -> gtx.GradientTransformatio
   ``lax.scan``. Each leaf is computed in its dtype promoted to at least float32 and the
   update cast back to it; the global state in the widest of them.
 
-  Every input of the networks is bounded for finite gradients, and the update's
-  magnitude is at most ``max|d_k|`` (itself at most ``1 / sqrt(1 - beta_v)`` once
-  ``nu`` is bias-corrected); zero, tiny (1e-30), huge (1e30) and infinite gradients give
-  finite updates (an infinite one is read as ``C``). A NaN gradient makes the update and
+  The update's magnitude is at most ``max_k |d_k|`` (``exp(l) <= 1`` and the attention
+  sums to 1), and ``|d_k| <= C / eps`` is finite whatever the gradients: zero, tiny
+  (1e-30), huge (1e30) and infinite gradients give finite updates and states (an
+  infinite one is read as ``C``). ``d_k`` is of order one while the gradients' scale is
+  steady; it grows when they shrink by orders of magnitude faster than the timescale
+  ``k`` forgets (``nu`` forgets at ``beta_v = 0.999``, the 0.9999 momentum slower), which
+  the learned attention can weigh down. A NaN gradient makes the update and
   state NaN (through the means, in every leaf); wrap the optimizer in
   :func:`gradtx.apply_if_finite` to skip such steps.
 

@@ -1,0 +1,352 @@
+"""The hierarchical RNN learned optimizer (Wichrowska et al. 2017) and its meta-training.
+
+Oracles: a plain NumPy transcription (float64, one coordinate at a time) of the equations
+in gradtx/learned/hierarchical.py's docstring, written here independently and run step by
+step next to the transform on the mixed-shape pytree, in float32 and float64; central
+finite differences in float64 for the meta-gradient; the loss at initialisation for the
+shipped meta-parameters.
+"""
+
+import math
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+
+from conftest import loss, make_params
+from gradtx._src.base import apply_updates
+from gradtx.learned import (HierarchicalOptimizerState, evaluate, hierarchical_optimizer,
+                            init_hierarchical_meta_params, load_meta_params, meta_loss,
+                            meta_train, pretrained, pretrained_config, quadratic,
+                            save_meta_params)
+
+DECAYS = np.array([0.5, 0.9, 0.99, 0.999, 0.9999])
+BETA_V, EPS = 0.999, 1e-8
+SIZES = (6, 5, 4)
+
+# --- the oracle ----------------------------------------------------------------------------
+
+
+def sigmoid(x):
+  return 1 / (1 + np.exp(-x))
+
+
+def np_gru(x, h, w_x, w_h, b, c):
+  """z = s(x Wz + h Uz + bz + cz), r = s(x Wr + h Ur + br + cr),
+  n = tanh(x Wn + (r h) Un + bn + cn), h' = (1 - z) h + z n."""
+  n_h = len(h)
+  W = [w_x[:, i * n_h:(i + 1) * n_h] for i in range(3)]
+  U = [w_h[:, i * n_h:(i + 1) * n_h] for i in range(3)]
+  B = [(b + c)[i * n_h:(i + 1) * n_h] for i in range(3)]
+  z = sigmoid(x @ W[0] + h @ U[0] + B[0])
+  r = sigmoid(x @ W[1] + h @ U[1] + B[1])
+  n = np.tanh(x @ W[2] + (r * h) @ U[2] + B[2])
+  return (1 - z) * h + z * n
+
+
+class NumpyHierarchicalOptimizer:
+  """The documented rule, one coordinate at a time, in float64 (or ``dtype``'s limits for
+  the gradient clamp)."""
+
+  def __init__(self, meta_params, leaves, dtype):
+    self.w = {k: np.asarray(v, np.float64) for k, v in meta_params.items()}
+    self.limit = math.sqrt(float(np.finfo(dtype).max)) * 1e-4
+    self.t = 0
+    self.leaves = []
+    for leaf in leaves:
+      n = int(np.prod(np.shape(leaf)))
+      self.leaves.append(dict(
+          mu=np.zeros((n, 5)), nu=np.zeros(n), log_lr=np.full(n, self.w["log_lr_init"]),
+          h0=np.tile(self.w["h0_init"], (n, 1)), h1=self.w["h1_init"].copy(),
+          shape=np.shape(leaf)))
+    self.h2 = self.w["h2_init"].copy()
+
+  def update(self, grads):
+    w = self.w
+    self.t += 1
+    t = self.t
+    out = []
+    for leaf, g in zip(self.leaves, grads):
+      g = np.clip(np.asarray(g, np.float64).reshape(-1), -self.limit, self.limit)
+      n = len(g)
+      mean_log_lr = leaf["log_lr"].mean()
+      new_h0 = np.zeros_like(leaf["h0"])
+      step = np.zeros(n)
+      for i in range(n):
+        leaf["nu"][i] = BETA_V * leaf["nu"][i] + (1 - BETA_V) * g[i]**2
+        s = 1 / (np.sqrt(leaf["nu"][i] / (1 - BETA_V**t)) + EPS)
+        leaf["mu"][i] = DECAYS * leaf["mu"][i] + (1 - DECAYS) * g[i]
+        d = s * leaf["mu"][i] / (1 - DECAYS**t)
+        x = np.concatenate([[g[i] * s], d, [leaf["log_lr"][i] - mean_log_lr]])
+        c = leaf["h1"] @ w["tensor_to_gru0"] + self.h2 @ w["global_to_gru0"]
+        new_h0[i] = np_gru(x, leaf["h0"][i], w["gru0_w_x"], w["gru0_w_h"], w["gru0_b"], c)
+        logits = new_h0[i] @ w["w_att"] + w["b_att"]
+        a = np.exp(logits - logits.max())
+        a /= a.sum()
+        leaf["log_lr"][i] = np.clip(leaf["log_lr"][i] + new_h0[i] @ w["w_lr"] + w["b_lr"],
+                                    math.log(1e-8), 0.0)
+        step[i] = -np.exp(leaf["log_lr"][i]) * (a @ d)
+      leaf["h0"] = new_h0
+      leaf["h1"] = np_gru(new_h0.mean(axis=0), leaf["h1"], w["gru1_w_x"], w["gru1_w_h"],
+                          w["gru1_b"], self.h2 @ w["global_to_gru1"])
+      out.append(step.reshape(leaf["shape"]))
+    mean_h1 = np.mean([leaf["h1"] for leaf in self.leaves], axis=0)
+    self.h2 = np_gru(mean_h1, self.h2, w["gru2_w_x"], w["gru2_w_h"], w["gru2_b"], 0.0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def meta_params():
+  """Untrained weights with random (not zero) outputs and initial states, so that every
+  part of the rule is exercised."""
+  params = init_hierarchical_meta_params(jax.random.key(3), SIZES)
+  keys = jax.random.split(jax.random.key(4), 7)
+  for key, name in zip(keys, ["w_att", "b_att", "w_lr", "h0_init", "h1_init", "h2_init",
+                              "gru0_b"]):
+    params[name] = 0.3 * jax.random.normal(key, params[name].shape)
+  params["b_lr"] = jnp.float32(0.02)
+  params["log_lr_init"] = jnp.float32(math.log(0.05))
+  return params
+
+
+# --- the transform -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_trajectory_matches_numpy_oracle(meta_params, dtype):
+  steps = 30
+  with jax.enable_x64(dtype == jnp.float64):
+    tx = hierarchical_optimizer(jax.tree.map(lambda w: w.astype(dtype), meta_params))
+    params = make_params(dtype)
+    state = tx.init(params)
+    step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p) + (jax.grad(loss)(p),))
+    oracle = NumpyHierarchicalOptimizer(meta_params, jax.tree.leaves(params), dtype)
+    rtol = 1e-9 if dtype == jnp.float64 else 3e-4
+    moved = 0.0
+    for t in range(steps):
+      # Both sides see the same gradient, so rounding cannot build up across steps.
+      updates, state, grads = step(params, state)
+      expected = oracle.update(jax.tree.leaves(grads))
+      for u, e in zip(jax.tree.leaves(updates), expected):
+        assert u.dtype == dtype
+        np.testing.assert_allclose(u, e, rtol=rtol, atol=rtol * 1e-2, err_msg=f"step {t}")
+        moved += float(np.abs(e).sum())
+      params = apply_updates(params, updates)
+    assert moved > 1.0  # not vacuous: the optimizer moved the params
+    # The state (log learning rates and the global GRU) as well.
+    for log_lr, leaf in zip(jax.tree.leaves(state.log_lr), oracle.leaves):
+      np.testing.assert_allclose(np.ravel(log_lr), leaf["log_lr"], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(state.global_hidden, oracle.h2, rtol=rtol, atol=rtol * 1e-2)
+    assert state.global_hidden.dtype == dtype
+
+
+def test_state_shapes(meta_params):
+  tx = hierarchical_optimizer(meta_params)
+  params = {"w": jnp.zeros((3, 4)), "nested": [jnp.zeros(()), jnp.zeros((2, 0))]}
+  state = tx.init(params)
+  assert isinstance(state, HierarchicalOptimizerState)
+  assert jax.tree.map(jnp.shape, state.mu) == {"w": (3, 4, 5),
+                                               "nested": [(5,), (2, 0, 5)]}
+  assert jax.tree.map(jnp.shape, state.hidden) == {"w": (3, 4, 6),
+                                                   "nested": [(6,), (2, 0, 6)]}
+  assert jax.tree.map(jnp.shape, state.tensor_hidden) == {"w": (5,), "nested": [(5,), (5,)]}
+  assert state.global_hidden.shape == (4,)
+  updates, state = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), state, params)
+  assert jax.tree.map(jnp.shape, updates) == jax.tree.map(jnp.shape, params)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))  # empty leaf: no NaN
+
+
+def test_jit_vmap_and_scan_match_a_python_loop(meta_params):
+  tx = hierarchical_optimizer(meta_params)
+  members = [make_params(seed=s) for s in range(2)]
+
+  def one_step(params, state):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return apply_updates(params, updates), state
+
+  step = jax.jit(one_step)
+
+  def looped(params, steps=3):
+    state = tx.init(params)
+    for _ in range(steps):
+      params, state = step(params, state)
+    return params
+
+  def scanned(params):
+    return jax.lax.scan(lambda c, _: (one_step(*c), None), (params, tx.init(params)),
+                        length=3)[0][0]
+
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  batched = jax.jit(jax.vmap(scanned))(batch)
+  for i, member in enumerate(members):
+    for a, c in zip(jax.tree.leaves(looped(member)), jax.tree.leaves(batched)):
+      np.testing.assert_allclose(c[i], a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.float64])
+def test_never_nan_on_zero_tiny_huge_or_infinite_gradients(meta_params, dtype):
+  values = [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, np.inf, -np.inf]
+  with jax.enable_x64(dtype == jnp.float64):
+    tx = hierarchical_optimizer(meta_params)
+    # Each kind of gradient alone in its tree too: a leaf of only zeros, tiny or huge.
+    grads = {"mixed": jnp.asarray(values, dtype), "zero": jnp.zeros(3, dtype),
+             "tiny": jnp.full(3, 1e-30, dtype), "huge": jnp.full(3, -1e30, dtype)}
+    state = tx.init(grads)
+    update = jax.jit(tx.update)
+    for _ in range(20):  # the state too must stay finite
+      updates, state = update(grads, state)
+      for u in jax.tree.leaves(updates):
+        assert u.dtype == dtype
+        u = np.asarray(u, np.float64)
+        # |u| <= exp(max log lr) * max|d_k| <= 1 * sqrt(t / (1 - beta_v**t)) (t <= 20 here).
+        assert np.isfinite(u).all() and (np.abs(u) <= 5.0).all(), updates
+      assert all(np.isfinite(np.asarray(x, np.float64)).all() for x in jax.tree.leaves(state))
+    # A huge gradient moves its coordinate as a unit one does (scale invariance).
+    assert abs(float(updates["huge"][0])) > 1e-3 and float(updates["huge"][0]) > 0
+
+
+def test_nan_gradient_is_not_hidden(meta_params):
+  tx = hierarchical_optimizer(meta_params)
+  grads = jnp.asarray([1.0, np.nan])
+  updates, _ = jax.jit(tx.update)(grads, tx.init(grads))
+  assert np.isnan(updates[1])
+
+
+def test_malformed_meta_params_and_trees_raise(meta_params):
+  with pytest.raises(ValueError, match="hierarchical_optimizer: meta_params must be the dict"):
+    hierarchical_optimizer({"w": jnp.zeros(3)})
+  bad = {**meta_params, "w_att": jnp.zeros((6, 4))}
+  with pytest.raises(ValueError, match=r"meta_params\['w_att'\] must have shape \(6, 5\)"):
+    hierarchical_optimizer(bad)
+  with pytest.raises(ValueError, match="hidden_sizes must be three integers"):
+    init_hierarchical_meta_params(jax.random.key(0), (3, 4))
+  tx = hierarchical_optimizer(meta_params)
+  state = tx.init({"a": jnp.zeros(2)})
+  with pytest.raises(ValueError, match="tree structure"):
+    tx.update({"b": jnp.zeros(2)}, state)
+  with pytest.raises(ValueError, match=r"update at \['a'\] has shape \(3,\)"):
+    tx.update({"a": jnp.zeros(3)}, state)
+
+
+def test_untrained_rule_is_adam_like():
+  """With the initial (zero) output weights and the 0.9 timescale's attention made
+  dominant, the step is Adam's with b1 = 0.9, b2 = 0.999, eps = 1e-8 (eps outside the
+  square root, bias corrected), learning rate exp(log_lr_init)."""
+  meta = init_hierarchical_meta_params(jax.random.key(0), learning_rate=0.01)
+  meta["b_att"] = jnp.asarray([-50.0, 50.0, -50.0, -50.0, -50.0])
+  tx = hierarchical_optimizer(meta)
+  params = make_params()
+  state = tx.init(params)
+  step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s) + (jax.grad(loss)(p),))
+  m = v = jax.tree.map(np.zeros_like, params)
+  for t in range(1, 6):
+    updates, state, grads = step(params, state)
+    m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * np.asarray(g), m, grads)
+    v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * np.asarray(g)**2, v, grads)
+    adam = jax.tree.map(lambda m, v: -0.01 * (m / (1 - 0.9**t)) / (
+        np.sqrt(v / (1 - 0.999**t)) + 1e-8), m, v)
+    for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(adam)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    params = apply_updates(params, updates)
+
+
+# --- meta-training -------------------------------------------------------------------------
+
+
+def test_meta_gradient_matches_finite_differences():
+  """The exact meta-gradient of an unroll's mean log loss, along a random direction,
+  against a central difference in float64 on a tiny problem (3-D quadratics)."""
+  with jax.enable_x64(True):
+    family = quadratic(num_dims=3, init_scale=1.0)
+    meta = init_hierarchical_meta_params(jax.random.key(0), (3, 4, 2), dtype=jnp.float64)
+    direction = init_hierarchical_meta_params(jax.random.key(1), (3, 4, 2),
+                                              dtype=jnp.float64)
+    # Non-zero outputs, so that the meta-gradient reaches every weight.
+    meta["w_lr"] = 0.1 * direction["gru0_w_x"][0, :3]
+    meta["w_att"] = direction["gru0_w_h"][:, :5]
+    direction = jax.tree.map(lambda d: d + 0.1, direction)
+    key = jax.random.key(2)
+    fn = lambda m: meta_loss(m, family, key, batch_size=2, unroll=4,  # noqa: E731
+                             optimizer="hierarchical")
+    h = 1e-5
+
+    @jax.jit
+    def both(m):
+      shifted = lambda s: jax.tree.map(lambda a, d: a + s * d, m, direction)  # noqa: E731
+      grad = jax.grad(fn)(m)
+      along = sum(jnp.vdot(grad[k], direction[k]) for k in m)
+      plus, minus = jax.vmap(lambda s: fn(shifted(s)))(jnp.asarray([h, -h]))  # one trace
+      return along, (plus - minus) / (2 * h)
+
+    along, central = both(meta)
+    assert abs(float(along)) > 1e-3  # not vacuous
+    np.testing.assert_allclose(float(along), float(central), rtol=1e-6)
+
+
+def test_meta_train_is_deterministic_given_a_seed():
+  family = quadratic(num_dims=3)
+  settings = dict(steps=3, unroll=2, horizon=4, batch_size=2, optimizer="hierarchical",
+                  clip_meta_gradient=1.0, meta_learning_rate=1e-2, seed=1)
+  first = meta_train(family, **settings)
+  second = meta_train(family, **settings)
+  for name in first.meta_params:
+    np.testing.assert_array_equal(first.meta_params[name], second.meta_params[name])
+  np.testing.assert_array_equal(first.history["meta_loss"], second.history["meta_loss"])
+  assert np.isfinite(first.history["meta_loss"]).all()
+  # Every meta-parameter is trained, the learned initial state too (the meta-gradient
+  # reaches it through each problem's first unroll).
+  init = init_hierarchical_meta_params(jax.random.fold_in(jax.random.key(1), 2),
+                                       learning_rate=0.1)
+  for name in init:
+    assert not np.array_equal(first.meta_params[name], init[name]), name
+
+
+def test_meta_train_takes_a_mixture_of_families():
+  """A sequence of families (names, (name, kwargs) pairs, ProblemFamily objects);
+  ``steps=0`` checks the arguments without compiling anything."""
+  mixture = ["quadratic", ("mlp", {"hidden_size": 8}), quadratic(num_dims=3)]
+  meta, history = meta_train(mixture, steps=0, optimizer="hierarchical")
+  assert set(meta) == set(init_hierarchical_meta_params(jax.random.key(0)))
+  assert history["meta_loss"].shape == (0,)
+  with pytest.raises(ValueError, match="unknown problem family 'cubic'"):
+    meta_train(["quadratic", "cubic"], steps=0, optimizer="hierarchical")
+  with pytest.raises(ValueError, match="meta_train: unknown optimizer 'rnn'"):
+    meta_train("quadratic", steps=0, optimizer="rnn")
+
+
+# --- shipped meta-parameters ---------------------------------------------------------------
+
+
+def test_pretrained_hierarchical_trains_a_held_out_quadratic():
+  meta = pretrained("hierarchical")
+  config = pretrained_config("hierarchical")
+  assert config["optimizer"] == "hierarchical" and config["seed"] == 0
+  curves = evaluate(hierarchical_optimizer(meta), "quadratic", num_problems=2, steps=50,
+                    seed=11)
+  assert np.isfinite(curves).all()
+  assert curves[:, -1].mean() < 0.5 * curves[:, 0].mean(), curves[:, ::10]
+
+
+def test_pretrained_file_is_small():
+  from gradtx.learned.serialization import pretrained_path
+  assert pretrained_path("hierarchical").stat().st_size < 64_000
+
+
+def test_command_line_refuses_lstm_families_for_the_hierarchical_optimizer(capsys):
+  from gradtx.learned.__main__ import SETTINGS, main
+  with pytest.raises(SystemExit):
+    main(["--optimizer", "hierarchical", "quadratic"])
+  assert "choose from ['hierarchical']" in capsys.readouterr().err
+  # The shipped file records the settings the command line uses.
+  config = pretrained_config("hierarchical")
+  assert config == SETTINGS["hierarchical"], config
+
+
+def test_save_and_load_round_trip(tmp_path, meta_params):
+  path = tmp_path / "meta.npz"
+  save_meta_params(path, meta_params, optimizer="hierarchical")
+  loaded, config = load_meta_params(path)
+  assert config == {"optimizer": "hierarchical"}
+  for name in meta_params:
+    np.testing.assert_array_equal(loaded[name], meta_params[name])
