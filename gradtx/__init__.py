@@ -172,6 +172,10 @@ from gradtx import flax
 # --- issue 19-diloco: add imports below this line ---
 from gradtx._src.local_sgd import DiLoCoState, diloco, local_sgd
 # --- issue 19-probls: add imports below this line ---
+from gradtx._src.linesearch.probabilistic import (ProbabilisticLinesearchInfo,
+                                                  ProbabilisticLinesearchState,
+                                                  probabilistic_linesearch,
+                                                  probabilistic_linesearch_variances)
 # --- issue 18-pad: add imports below this line ---
 from gradtx import contrib, transforms, tree, tree_utils
 

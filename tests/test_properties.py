@@ -360,6 +360,8 @@ TRANSFORMS = {
                 jax.tree.map(lambda g: jnp.stack([g, -0.5 * g]), u), s,
                 jax.tree.map(lambda x: jnp.stack([x, x]), p), **kw)))),
     # --- issue 19-probls: add entries below this line ---
+    "probabilistic_linesearch": lambda: _given_the_loss(gtx.chain(
+        gtx.scale(-1.0), gtx.probabilistic_linesearch())),
     # --- issue 18-pad: add entries below this line ---
 }
 # Searches and solver loops are lax.while_loops, which jax.grad cannot differentiate

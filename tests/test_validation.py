@@ -291,6 +291,10 @@ SPECS = {
     # --- issue 18-pack: add entries below this line ---
     # --- issue 19-diloco: add entries below this line ---
     # --- issue 19-probls: add entries below this line ---
+    "probabilistic_linesearch": ({}, dict(
+        initial_step_size=(0.25, "(0, inf)"), slope_rtol=(0.0625, "(0, 1)"),
+        curv_rtol=(0.5, "(0, 1)"), wolfe_threshold=(0.25, "[0, 1)"),
+        step_size_growth=(1.25, "[1, inf)"))),
     # --- issue 18-pad: add entries below this line ---
 }
 # Hyperparameters that set a shape or a Python-level size: they must be concrete, so the
