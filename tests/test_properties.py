@@ -379,6 +379,7 @@ NAMES = list(TRANSFORMS)
 NOT_TRANSFORMS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                   "value_and_grad_from_state", "minimize",
                   # --- issue 17: non-transform public functions below this line ---
+                  "probabilistic_linesearch_variances",
                   "averaged_params",
                   "schedule_free_eval_params",
                   "init_empty_state", "incremental_update", "periodic_update",

@@ -357,6 +357,7 @@ NO_HYPERPARAMETERS = {"identity", "set_to_zero", "stateless", "scale_by_schedule
 NOT_CONSTRUCTORS = {"apply_updates", "leafwise", "hyperparameters", "global_norm",
                     "value_and_grad_from_state", "minimize",
                     # --- issue 17: non-transform public functions below this line ---
+                    "probabilistic_linesearch_variances",
                     "averaged_params",
                     "schedule_free_eval_params",
                     "init_empty_state", "incremental_update", "periodic_update",
