@@ -81,18 +81,19 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
   return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int32)
 
 
-def _digits_family(name: str, init: Callable[[jax.Array], gtx.Params],
+def _digits_family(name: str, init: Callable[[jax.Array], tuple[gtx.Params, jax.Array]],
                    logits: Callable[[gtx.Params, jax.Array], jax.Array],
                    batch_size: int) -> ProblemFamily:
   """A classifier of the digits: ``logits(params, x)`` with ``x`` ``(n, 64)``, trained on
   mean softmax cross-entropy over minibatches of ``batch_size`` images drawn uniformly
-  (with replacement) at every step; ``eval_loss`` on all 1,797 images."""
+  (with replacement) at every step; ``eval_loss`` on all 1,797 images. ``init(key)``
+  gives the initial params and the key of the problem's minibatch order."""
   x_all, y_all = _digits()
   num_examples = len(y_all)
 
   def sample(key):
-    kp, kb = jax.random.split(key)
-    return {"batch_key": jax.random.key_data(kb)}, init(kp)
+    params, batch_key = init(key)
+    return {"batch_key": jax.random.key_data(batch_key)}, params
 
   def cross_entropy(params, x, y):
     log_probs = jax.nn.log_softmax(logits(params, x))
@@ -124,11 +125,11 @@ def digits_mlp(hidden_size: int = 20, batch_size: int = 128,
   """
 
   def init(key):
-    k1, k2 = jax.random.split(key)
+    k1, k2, kb = jax.random.split(key, 3)
     return {"w1": init_scale * jax.random.normal(k1, (64, hidden_size)) / np.sqrt(64.0),
             "b1": jnp.zeros(hidden_size),
             "w2": init_scale * jax.random.normal(k2, (hidden_size, 10)) / np.sqrt(hidden_size),
-            "b2": jnp.zeros(10)}
+            "b2": jnp.zeros(10)}, kb
 
   def logits(params, x):
     hidden = jax.nn.sigmoid(x @ params["w1"] + params["b1"])
@@ -149,12 +150,12 @@ def digits_convnet(channels: int = 4, batch_size: int = 32,
   """
 
   def init(key):
-    k1, k2 = jax.random.split(key)
+    k1, k2, kb = jax.random.split(key, 3)
     return {"conv": init_scale * jax.random.normal(k1, (3, 3, 1, channels)) / 3.0,
             "conv_bias": jnp.zeros(channels),
             "dense": init_scale * jax.random.normal(k2, (16 * channels, 10)) / np.sqrt(
                 16.0 * channels),
-            "dense_bias": jnp.zeros(10)}
+            "dense_bias": jnp.zeros(10)}, kb
 
   def logits(params, x):
     images = x.reshape(-1, 8, 8, 1)
