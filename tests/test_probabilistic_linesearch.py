@@ -346,3 +346,12 @@ def test_variances_from_a_mini_batch():
     gtx.probabilistic_linesearch_variances(values[:1], {"b": grads["b"][:1]})
   with pytest.raises(ValueError, match=r"\['w'\] has shape \(3, 2\)"):
     gtx.probabilistic_linesearch_variances(values, {"w": grads["w"][0]})
+
+
+def test_example_runs_at_tiny_settings(capsys):
+  example = load_script("examples/probabilistic_linesearch.py")
+  results = example.main(["--problems", "logistic", "--steps", "4", "--seeds", "1",
+                          "--batch-size", "8"])
+  (result,) = results.values()
+  assert np.isfinite(result["probls"]) and len(result["sgd"]) == 10
+  assert "line search" in capsys.readouterr().out
