@@ -11,6 +11,7 @@ decay rate of an EMA is in [0, 1] (Adam's b1, b2 in [0, 1) because of the bias c
 eta_plus grows.
 """
 
+import functools
 import inspect
 import math
 import re
@@ -553,29 +554,43 @@ def test_schedules_are_accepted_unchecked(case):
   assert isinstance(getattr(gtx, name)(**unchecked), gtx.GradientTransformation)
 
 
-@pytest.mark.parametrize("name", sorted({name for name, _ in SCHEDULABLE}))
+@functools.lru_cache(maxsize=None)
+def _reference_steps(name):
+  """``_two_steps`` of ``name`` built with the valid numbers, eagerly: the oracle of both
+  tests below, computed once per constructor (they run in one xdist group)."""
+  return _two_steps(getattr(gtx, name)(**valid_kwargs(name)))
+
+
+def _grouped(names):
+  """``names`` as parameters, each in the xdist group of its constructor, so that the
+  tests sharing :func:`_reference_steps` run on one worker (``--dist loadgroup``)."""
+  return [pytest.param(n, id=n, marks=pytest.mark.xdist_group(f"validation:{n}"))
+          for n in names]
+
+
+@pytest.mark.parametrize("name", _grouped(sorted({name for name, _ in SCHEDULABLE})))
 def test_constant_schedules_give_the_constants_steps(name):
   # Every schedulable hyperparameter at once as a constant schedule: the same steps.
   kwargs = valid_kwargs(name)
   scheduled = {**kwargs, **{param: (lambda count, value=kwargs[param]: jnp.full([], value))
                             for n, param in SCHEDULABLE if n == name}}
-  _assert_close(_two_steps(getattr(gtx, name)(**scheduled)),
-                _two_steps(getattr(gtx, name)(**kwargs)), rtol=1e-6)
+  _assert_close(_two_steps(getattr(gtx, name)(**scheduled)), _reference_steps(name),
+                rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("name", _grouped(SPECS))
 def test_constructor_inside_jit_with_traced_hyperparameters(name):
   fixed, spec = SPECS[name]
   fixed = {**fixed, **{k: value for k, (value, _) in spec.items() if (name, k) in STATIC}}
   numbers = {k: value for k, (value, _) in spec.items() if (name, k) not in STATIC}
+  assert {**fixed, **numbers} == valid_kwargs(name)  # what _reference_steps was built with
 
   @jax.jit
   def build_and_run(traced):
     return _two_steps(getattr(gtx, name)(**fixed, **traced))
 
   # Every hyperparameter traced; no ValueError, and the same steps as with numbers.
-  _assert_close(build_and_run(numbers), _two_steps(getattr(gtx, name)(**fixed, **numbers)),
-                rtol=1e-6)
+  _assert_close(build_and_run(numbers), _reference_steps(name), rtol=1e-6)
 
 
 def test_constructor_inside_vmap_over_learning_rates():
