@@ -34,7 +34,7 @@ SETTINGS = {
                         ["mlp", {"hidden_size": 8, "batch_size": 32}],
                         ["convnet", {"channels": 4, "batch_size": 32}],
                         ["mlp", {"hidden_size": 32, "batch_size": 64, "init_scale": 2.0}]],
-        steps=1200, unroll=20, horizon=200, batch_size=8, meta_learning_rate=1e-3,
+        steps=600, unroll=20, horizon=200, batch_size=8, meta_learning_rate=3e-4,
         clip_meta_gradient=1.0, init_learning_rate=0.1, first_order=True, seed=0),
 }
 OPTIMIZER_FILES = {"lstm": ("quadratic", "mlp"), "hierarchical": ("hierarchical",)}
