@@ -143,6 +143,8 @@ def bench(label: str, problem, compile_repeats: int, rounds: int, per_round: int
       jax.clear_caches()
       steps[name] = make(problem)
       compile_s[name].append(steps[name].compile_s)
+      print(f"  compiled {name}: {steps[name].compile_s:.1f} s, {steps[name].kernels[0]} "
+            f"fused computations, {steps[name].kernels[1]} distinct", flush=True)
 
   start = {name: jax.tree.map(np.asarray, step.plain_params()) for name, step in steps.items()}
   assert all(max_difference(start["gradtx"], p) == 0 for p in start.values())
