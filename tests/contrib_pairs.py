@@ -17,7 +17,7 @@ import optax
 
 import gradtx as gtx
 from conftest import make_params
-from oracles import assert_trajectories_close, tolerance, trajectory
+from oracles import assert_trajectories_close, paired_trajectories, tolerance
 
 STEPS = 60
 DTYPES = ["float32", "float64"]
@@ -52,9 +52,8 @@ def compare(make, dtype, steps=STEPS, extra_args=False, params=None):
     params = make_params(jnp.dtype(dtype)) if params is None else params(jnp.dtype(dtype))
     ours, theirs = make(gtx), make(optax)
     assert_states_close(ours.init(params), theirs.init(params), dtype, "init")
-    path, state = trajectory(ours, params, steps, extra_args=extra_args, return_state=True)
-    oracle, oracle_state = trajectory(theirs, params, steps, extra_args=extra_args,
-                                      return_state=True)
+    (path, oracle), (state, oracle_state) = paired_trajectories(
+        ours, theirs, params, steps, extra_args=extra_args, return_state=True)
     assert_trajectories_close(path, oracle, dtype)
     assert_states_close(state, oracle_state, dtype)
     moved = max(float(jnp.max(jnp.abs(a - b)))

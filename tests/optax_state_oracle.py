@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 import gradtx as gtx
-from oracles import STEPS, assert_trajectories_close, tolerance, trajectory
+from oracles import STEPS, assert_trajectories_close, paired_trajectories, tolerance
 
 
 def is_namedtuple(x):
@@ -63,10 +63,8 @@ def compare(make, params, dtype, extra_args=False, reshape_theirs=False, tol=Non
   transform where Optax changes a leaf's shape; sizes must still agree). ``tol``
   overrides the default tolerance of ``dtype``; ``steps`` the number of steps.
   """
-  ours, state_ours = trajectory(make(gtx), params, steps, extra_args=extra_args,
-                                return_state=True)
-  theirs, state_theirs = trajectory(make(optax), params, steps, extra_args=extra_args,
-                                    return_state=True)
+  (ours, theirs), (state_ours, state_theirs) = paired_trajectories(
+      make(gtx), make(optax), params, steps, extra_args=extra_args, return_state=True)
   if reshape_theirs:
     theirs = [jax.tree.map(lambda a, b: b.reshape(a.shape), o, t)
               for o, t in zip(ours, theirs)]

@@ -166,3 +166,18 @@ def paired_solver_paths(ours, theirs, fn, params, vags, steps):
     paths[0].append(a[0])
     paths[1].append(b[0])
   return (paths[0], a[1]), (paths[1], b[1])
+
+
+def lockstep(one_step, txs, params, steps=STEPS):
+  """Per transform of ``txs``, the params after each of ``steps`` steps and the last
+  state: ``[(path, state), ...]``. ``one_step(tx, params, state) -> (params, state)`` is
+  one step; the transforms' steps are compiled into one jitted program (one compilation)
+  and advanced together, each on its own params and state, sharing no operands."""
+  step = jax.jit(lambda carry: [one_step(tx, *c) for tx, c in zip(txs, carry)])
+  carry = [(params, tx.init(params)) for tx in txs]
+  paths = [[] for _ in txs]
+  for _ in range(steps):
+    carry = step(carry)
+    for path, (p, _) in zip(paths, carry):
+      path.append(p)
+  return [(path, state) for path, (_, state) in zip(paths, carry)]

@@ -31,7 +31,7 @@ import pytest
 
 import gradtx as gtx
 from conftest import loss, make_params
-from oracles import assert_trajectories_close, tolerance, trajectory
+from oracles import assert_trajectories_close, paired_trajectories, tolerance, trajectory
 
 LR = 0.02
 sched = lambda count: 0.05 * 0.97**count  # noqa: E731
@@ -156,8 +156,8 @@ def assert_states_close(ours, theirs, dtype, tol=None):
 def test_matches_optax(name, config, dtype):
   with jax.enable_x64(dtype == "float64"):
     params = make_params(jnp.dtype(dtype))
-    ours, our_state = trajectory(build(gtx, name, config), params, return_state=True)
-    theirs, their_state = trajectory(build(optax, name, config), params, return_state=True)
+    (ours, theirs), (our_state, their_state) = paired_trajectories(
+        build(gtx, name, config), build(optax, name, config), params, return_state=True)
     assert_trajectories_close(ours, theirs, dtype)
     tol = STATE_F32.get(name) if dtype == "float32" else None
     assert_states_close(our_state, their_state, dtype, tol)

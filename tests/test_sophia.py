@@ -53,18 +53,25 @@ CASES = {
 def run(tx, params, steps=STEPS):
   """Params after each of ``steps`` jitted steps on ``conftest.loss`` (``obj_fn=loss``),
   and the last state."""
+  return run_together((tx,), params, steps)[0]
 
-  @jax.jit
-  def step(params, state):
+
+def run_together(txs, params, steps=STEPS):
+  """:func:`run` of each of ``txs``, their steps compiled into one program (one
+  compilation) and advanced together, each on its own params and state."""
+
+  def one(tx, params, state):
     updates, state = tx.update(jax.grad(loss)(params), state, params, obj_fn=loss)
     return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates), state
 
-  state = tx.init(params)
-  path = []
+  step = jax.jit(lambda carry: [one(tx, *c) for tx, c in zip(txs, carry)])
+  carry = [(params, tx.init(params)) for tx in txs]
+  paths = [[] for _ in txs]
   for _ in range(steps):
-    params, state = step(params, state)
-    path.append(params)
-  return path, state
+    carry = step(carry)
+    for path, (params, _) in zip(paths, carry):
+      path.append(params)
+  return [(path, state) for path, (_, state) in zip(paths, carry)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -75,8 +82,7 @@ def test_matches_optax(name, dtype):
     params = make_params(jnp.dtype(dtype))
     ours, theirs = make(gtx), make(optax)
     assert_states_close(ours.init(params), theirs.init(params), dtype, "init")
-    path, state = run(ours, params)
-    oracle, oracle_state = run(theirs, params)
+    (path, state), (oracle, oracle_state) = run_together((ours, theirs), params)
     assert_trajectories_close(path, oracle, dtype)
     assert_states_close(state, oracle_state, dtype)
     moved = max(float(jnp.max(jnp.abs(a - b)))

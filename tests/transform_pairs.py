@@ -18,7 +18,7 @@ import optax
 
 import gradtx as gtx
 from conftest import make_params
-from oracles import assert_trajectories_close, tolerance, trajectory
+from oracles import assert_trajectories_close, paired_trajectories, tolerance
 
 STEPS = 60
 DTYPES = [jnp.float32, jnp.float64]
@@ -59,10 +59,8 @@ def compare(make, dtype, steps=STEPS, params=None, extra_args=False, init_state=
     ours, theirs = make(gtx), make(optax)
     if init_state:
       assert_states_close(ours.init(params), theirs.init(params), dtype, "init")
-    path, state = trajectory(ours, params, steps, extra_args=extra_args,
-                             return_state=True)
-    oracle, oracle_state = trajectory(theirs, params, steps, extra_args=extra_args,
-                                      return_state=True)
+    (path, oracle), (state, oracle_state) = paired_trajectories(
+        ours, theirs, params, steps, extra_args=extra_args, return_state=True)
     assert_trajectories_close(path, oracle, dtype)
     assert_states_close(state, oracle_state, dtype)
     return Result(state, oracle_state, path)
