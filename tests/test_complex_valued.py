@@ -16,7 +16,7 @@ import pytest
 
 import gradtx as gtx
 from contrib_pairs import DTYPES, assert_states_close, precision
-from oracles import assert_trajectories_close
+from oracles import assert_trajectories_close, lockstep
 
 STEPS = 60
 COMPLEX = {"float32": jnp.complex64, "float64": jnp.complex128}
@@ -42,19 +42,16 @@ def complex_loss(params):
   return total
 
 
-def complex_trajectory(tx, params, steps=STEPS):
-  @jax.jit
-  def step(params, state):
+def complex_trajectories(txs, params, steps=STEPS):
+  """``[(path, state), ...]`` of each of ``txs``, compiled together (``oracles.lockstep``)."""
+
+  def one_step(tx, params, state):
     # JAX's gradient of a real loss in z is conj(dL/dx + i dL/dy): conjugated back.
     grads = jax.tree.map(jnp.conj, jax.grad(complex_loss)(params))
     updates, state = tx.update(grads, state, params)
     return gtx.apply_updates(params, updates), state
 
-  state, path = tx.init(params), []
-  for _ in range(steps):
-    params, state = step(params, state)
-    path.append(params)
-  return path, state
+  return lockstep(one_step, txs, params, steps)
 
 
 CASES = {
@@ -73,8 +70,7 @@ def test_matches_optax(name, dtype):
     params = complex_params(dtype)
     ours, theirs = CASES[name](gtx), CASES[name](optax)
     assert_states_close(ours.init(params), theirs.init(params), dtype, "init")
-    path, state = complex_trajectory(ours, params)
-    oracle, oracle_state = complex_trajectory(theirs, params)
+    (path, state), (oracle, oracle_state) = complex_trajectories((ours, theirs), params)
     assert_trajectories_close(path, oracle, dtype)
     assert_states_close(state, oracle_state, dtype)
     assert path[-1]["vector"].dtype == COMPLEX[dtype]

@@ -28,7 +28,7 @@ import pytest
 import gradtx as gtx
 from conftest import loss, make_params
 from contrib_pairs import DTYPES, assert_states_close, precision
-from oracles import assert_trajectories_close
+from oracles import assert_trajectories_close, lockstep
 
 STEPS = 60
 BATCH = 4
@@ -54,17 +54,14 @@ def per_example_grads(params, examples):
   return jax.vmap(jax.grad(example_loss), (None, 0))(params, examples)
 
 
-def dp_trajectory(tx, params, examples, steps=STEPS):
-  @jax.jit
-  def step(params, state):
+def dp_trajectories(txs, params, examples, steps=STEPS):
+  """``[(path, state), ...]`` of each of ``txs``, compiled together (``oracles.lockstep``)."""
+
+  def one_step(tx, params, state):
     updates, state = tx.update(per_example_grads(params, examples), state, params)
     return gtx.apply_updates(params, updates), state
 
-  state, path = tx.init(params), []
-  for _ in range(steps):
-    params, state = step(params, state)
-    path.append(params)
-  return path, state
+  return lockstep(one_step, txs, params, steps)
 
 
 def _raw_keys(state):
@@ -93,8 +90,7 @@ def test_matches_optax(name, dtype):
     params, examples = make_params(jnp.dtype(dtype)), _examples(jnp.dtype(dtype))
     ours, theirs = CASES[name](gtx), CASES[name](optax)
     assert_states_close(ours.init(params), _raw_keys(theirs.init(params)), dtype, "init")
-    path, state = dp_trajectory(ours, params, examples)
-    oracle, oracle_state = dp_trajectory(theirs, params, examples)
+    (path, state), (oracle, oracle_state) = dp_trajectories((ours, theirs), params, examples)
     assert_trajectories_close(path, oracle, dtype)
     assert_states_close(state, _raw_keys(oracle_state), dtype)
     # Not vacuous: the params moved, and clipping was active for some examples only.
