@@ -445,6 +445,14 @@ def jitted_run(name):
   return run(tx, make_params(), STEPS, update=update)
 
 
+@functools.lru_cache(maxsize=None)
+def eager_run(name):
+  """Two eager steps of the shared transform, the oracle of the jit test; its first step
+  (from ``init``) is the eager update of the state test."""
+  tx, _ = jitted(name)
+  return run(tx, make_params(), 2)
+
+
 def assert_trees_close(actual, expected, rtol=1e-6, atol=1e-7, what=""):
   assert jax.tree.structure(actual) == jax.tree.structure(expected), what
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(actual),
@@ -472,6 +480,17 @@ def per_param_state(name):
 PER_PARAM = [name for name in NAMES if per_param_state(name)]
 
 
+def _grouped(names):
+  """``names`` as parameters, each in the xdist group of its transform: the tests that
+  share a transform's compiled ``update`` (:func:`jitted`, :func:`jitted_run`) run on one
+  worker with ``--dist loadgroup``, which compiles it once."""
+  return [pytest.param(n, id=n, marks=pytest.mark.xdist_group(f"properties:{n}"))
+          for n in names]
+
+
+COMPILED = _grouped(NAMES)
+
+
 def test_per_param_detection_is_not_vacuous():
   assert {"adam", "scale_by_rprop", "masked", "partition", "inject_hyperparams",
           "apply_if_finite", "accumulate_gradients"} <= set(PER_PARAM)
@@ -481,10 +500,10 @@ def test_per_param_detection_is_not_vacuous():
 # --- (a) jit -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COMPILED)
 def test_jit_matches_eager(name):
-  tx, update = jitted(name)
-  inputs, eager, _ = run(tx, make_params(), 2)
+  _, update = jitted(name)
+  inputs, eager, _ = eager_run(name)
   for t, (step_inputs, expected) in enumerate(zip(inputs, eager), start=1):
     # Same inputs to both, so that rounding differences cannot build up over the steps.
     assert_trees_close(update(*step_inputs), expected, **F32, what=f"step {t}")
@@ -493,12 +512,13 @@ def test_jit_matches_eager(name):
 # --- (b) vmap ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COMPILED)
 def test_vmap_matches_python_loop(name):
   tx, update = jitted(name)
   members = [make_params(seed=s) for s in range(3)]
   batch = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
-  batched_update = jax.vmap(tx.update)
+  # Compiled, as users run it: eagerly, every batched primitive is compiled on its own.
+  batched_update = jax.jit(jax.vmap(tx.update))
   state = jax.vmap(tx.init)(batch)
   for _ in range(2):
     updates, state = batched_update(jax.vmap(jax.grad(loss))(batch), state, batch)
@@ -609,7 +629,7 @@ def test_grad_wrt_injected_hyperparameter_matches_finite_difference(case):
 # --- (d) scan ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COMPILED)
 def test_scan_matches_python_loop(name):
   tx, _ = jitted(name)
   params = make_params()
@@ -632,7 +652,7 @@ def test_scan_matches_python_loop(name):
 # --- (e) checkpoints ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COMPILED)
 def test_state_round_trips_through_flax_serialization(name):
   tx, update = jitted(name)
   inputs, _, _ = jitted_run(name)
@@ -654,12 +674,11 @@ def test_state_round_trips_through_flax_serialization(name):
 # --- (f) state is arrays -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COMPILED)
 def test_state_is_a_pytree_of_arrays(name):
-  tx, update = jitted(name)
-  params = make_params()
-  state = tx.init(params)
-  _, eager = tx.update(jax.grad(loss)(params), state, params)
+  inputs, outputs, _ = eager_run(name)
+  state = inputs[0][1]  # init's
+  _, eager = outputs[0]
   _, compiled = jitted_run(name)[1][-1]
   for what, tree in [("init", state), ("eager update", eager),
                      (f"{STEPS} jitted updates", compiled)]:
@@ -747,7 +766,7 @@ def test_float64_params_give_float64_updates_and_state(name):
 # --- (i) zero gradients ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COMPILED)
 def test_zero_gradients_do_not_produce_nan(name):
   tx, update = jitted(name)
   params = make_params()
