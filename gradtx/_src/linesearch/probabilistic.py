@@ -132,7 +132,13 @@ def search_step(ts, ys, dys, count, var_f, var_df, extrapolation, c1, c2, thresh
   # jax.grad does not trace them.
   queries = jax.lax.stop_gradient(jnp.concatenate([ts, candidates]))
   post = line_gp.posterior(jax.lax.stop_gradient(gp), queries)
-  p = line_gp.p_wolfe(post, queries, c1, c2)
+  # One query at a time: XLA computes the bivariate normal probabilities once, where
+  # vectorised it would fuse a copy of their few hundred ops into each of their users.
+  per_query = post._fields[:9]
+  p = jax.lax.map(
+      lambda x: line_gp.p_wolfe(post._replace(**dict(zip(per_query, x[1:]))), x[0], c1,
+                                c2),
+      (queries, *(getattr(post, name) for name in per_query)))
   means, p_obs = jnp.where(used, post.m[:n], jnp.inf), p[:n]
   current = count - 1
   accept = p_obs[current] > threshold
@@ -275,8 +281,15 @@ def probabilistic_linesearch(
     ts = jnp.where(slot, state.t, state.ts)
     ys = jnp.where(slot, _safe_divide(y - state.f0, alpha0 * state.beta), state.ys)
     dys = jnp.where(slot, _safe_divide(slope, state.beta), state.dys)
-    step = search_step(ts, ys, dys, n + finite, state.var_f, state.var_df,
-                       state.extrapolation, slope_rtol, curv_rtol, wolfe_threshold)
+    # Only mid-line is there a search step to take. (As a cond its few hundred scalar
+    # ops are computed once: inlined, XLA would fuse a copy of them into every leaf's
+    # and state field's output.)
+    step = jax.lax.cond(
+        mid, lambda: search_step(ts, ys, dys, n + finite, state.var_f, state.var_df,
+                                 state.extrapolation, slope_rtol, curv_rtol,
+                                 wolfe_threshold),
+        lambda: _Outcome(*(jnp.zeros([], bool if i in (0, 2, 3) else dtype)
+                           for i in range(len(_Outcome._fields)))))
     ends = mid & (~finite | step.ends)
     t_end = jnp.where(finite, step.t_end, step.t_lowest)
     here = finite & step.here
