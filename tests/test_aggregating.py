@@ -38,14 +38,15 @@ def batches(dtype, count=5, batch=BATCH):
           for s in range(count)]
 
 
-def run(module, make, dtype, steps=STEPS, per_elt=True, read=None):
-  """``steps`` jitted steps of ``make(module)`` on per-example gradients (or their mean,
-  ``per_elt=False``); per step the params, the updates and ``read(state)``."""
-  opt = make(module)
+def run_together(modules, make, dtype, steps=STEPS, per_elt=True, read=None):
+  """For each of ``modules``, ``steps`` jitted steps of ``make(module)`` on per-example
+  gradients (or their mean, ``per_elt=False``): per step the params, the updates and
+  ``read(state)``; and the last state. The modules' steps are compiled into one program
+  (one compilation) and advanced together, each on its own params and state."""
+  opts = [make(module) for module in modules]
   grads_of = jax.vmap(jax.grad(example_loss), (None, 0))
 
-  @jax.jit
-  def step(params, state, batch):
+  def one(module, opt, params, state, batch):
     grads = grads_of(params, batch)
     if not per_elt:
       grads = jax.tree.map(lambda g: jnp.mean(g, 0), grads)
@@ -53,14 +54,18 @@ def run(module, make, dtype, steps=STEPS, per_elt=True, read=None):
     params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
     return params, state, updates, (read(module, state) if read else ())
 
+  step = jax.jit(lambda carry, batch: [one(m, o, *c, batch)
+                                       for m, o, c in zip(modules, opts, carry)])
   params = make_params(dtype)
-  state = opt.init(params)
+  carry = [(params, opt.init(params)) for opt in opts]
   data = batches(dtype)
-  path = []
+  paths = [[] for _ in modules]
   for t in range(steps):
-    params, state, updates, extra = step(params, state, data[t % len(data)])
-    path.append((params, updates, extra))
-  return path, state
+    outputs = step(carry, data[t % len(data)])
+    carry = [(params, state) for params, state, _, _ in outputs]
+    for path, (params, _, updates, extra) in zip(paths, outputs):
+      path.append((params, updates, extra))
+  return [(path, state) for path, (_, state) in zip(paths, carry)]
 
 
 def assert_paths_close(ours, theirs, dtype, tol=None):
@@ -130,8 +135,8 @@ for _k in [1, 3]:
 def test_trajectory_matches_optax(name, dtype):
   make, per_elt, read = CONFIGS[name]
   with jax.enable_x64(dtype == jnp.float64):
-    ours, our_state = run(gtx, make, dtype, per_elt=per_elt, read=read)
-    theirs, their_state = run(optax, make, dtype, per_elt=per_elt, read=read)
+    (ours, our_state), (theirs, their_state) = run_together(
+        (gtx, optax), make, dtype, per_elt=per_elt, read=read)
     if not (dtype == jnp.float64 and "k=3" in name):
       assert_paths_close(ours, theirs, dtype)
       assert_states_close(our_state, their_state, dtype)

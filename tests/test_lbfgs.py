@@ -19,7 +19,8 @@ from gradtx._src import base
 from gradtx._src.solvers.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
 from gradtx._src.linesearch import (scale_by_backtracking_linesearch,
                                     value_and_grad_from_state)
-from oracles import assert_trajectories_close, fresh_value_and_grad, solver_path
+from oracles import (assert_trajectories_close, fresh_value_and_grad, paired_solver_paths,
+                     solver_path)
 
 STEPS = 40
 
@@ -74,8 +75,9 @@ def test_iterates_match_optax(problem, dtype, kwargs):
   fn, make = PROBLEMS[problem]
   with jax.enable_x64(dtype == "float64"):
     params = make(jnp.dtype(dtype))
-    path, state = run(lbfgs(**kwargs), fn, params, value_and_grad_from_state)
-    expected, _ = run(optax.lbfgs(**kwargs), fn, params, optax.value_and_grad_from_state)
+    (path, state), (expected, _) = paired_solver_paths(
+        lbfgs(**kwargs), optax.lbfgs(**kwargs), fn, params,
+        (value_and_grad_from_state, optax.value_and_grad_from_state), STEPS)
     assert_trajectories_close(path, expected, jnp.dtype(dtype))
     assert fn(path[-1]) < 0.01 * fn(params) if fn is rosenbrock else fn(path[-1]) < fn(params)
     # 40 searches of at least one evaluation each, counted in the line search's state.
@@ -92,8 +94,8 @@ def test_other_line_searches_match_optax(linesearch):
   plain = fresh_value_and_grad
   with jax.enable_x64(True):
     params = least_squares_start(jnp.float64)
-    path, _ = run(ours, least_squares, params, plain, steps=30)
-    expected, _ = run(theirs, least_squares, params, plain, steps=30)
+    (path, _), (expected, _) = paired_solver_paths(ours, theirs, least_squares, params,
+                                                   (plain, plain), 30)
     assert_trajectories_close(path, expected, jnp.float64)
 
 

@@ -23,7 +23,8 @@ from gradtx._src.linesearch import (ScaleByBacktrackingLinesearchState,
                                     ScaleByZoomLinesearchState,
                                     scale_by_backtracking_linesearch,
                                     scale_by_zoom_linesearch, value_and_grad_from_state)
-from oracles import assert_trajectories_close, fresh_value_and_grad, solver_path
+from oracles import (assert_trajectories_close, fresh_value_and_grad, paired_solver_paths,
+                     solver_path)
 
 STEPS = 50
 
@@ -92,9 +93,10 @@ def test_iterates_match_optax(kind, config, problem, dtype):
   with jax.enable_x64(dtype == "float64"):
     params = make(jnp.dtype(dtype))
     kwargs = configs[config]
-    path, state = run(combine.chain(scaling.scale(-1.0), ours(**kwargs)), fn, params)
-    expected, optax_state = run(optax.chain(optax.scale(-1.0), theirs(**kwargs)), fn,
-                                params)
+    (path, state), (expected, optax_state) = paired_solver_paths(
+        combine.chain(scaling.scale(-1.0), ours(**kwargs)),
+        optax.chain(optax.scale(-1.0), theirs(**kwargs)), fn, params,
+        (fresh_value_and_grad, fresh_value_and_grad), STEPS)
     assert_trajectories_close(path, expected, jnp.dtype(dtype))
     # atol: the step sizes of searches that never pass the test shrink to underflow.
     # rtol: an interpolated step divides differences of nearby losses; in float32 how
