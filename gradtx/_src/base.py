@@ -200,13 +200,14 @@ def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array
 
 def apply_updates(params: Params, updates: Updates) -> Params:
   """``params + updates`` leaf by leaf, each result in its param's own dtype (a
-  :class:`~gradtx.Packed` buffer by buffer, updates of the same layout)."""
+  :class:`~gradtx.Packed` buffer by buffer, updates of the same layout; the padding of
+  ``pack(..., multiple_of=)`` stays zero)."""
   from gradtx._src import packing  # imported here: packing builds on this module
   if isinstance(params, packing.Packed):
     packing.check_layouts("apply_updates", params, updates)
-  return jax.tree.map(
+  return packing.zero_padding(jax.tree.map(
       lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
-      params, updates, is_leaf=lambda x: x is None)
+      params, updates, is_leaf=lambda x: x is None))
 
 
 def incremental_update(new_tensors: Params, old_tensors: Params,
@@ -244,7 +245,14 @@ def call_update(tx: Any, updates: Updates, state: OptState, params: Params | Non
   """
   if extra_args:
     extra_args = accepted_extra_args(tx.update, extra_args)
-  return tx.update(updates, state, params, **extra_args)
+  updates, state = tx.update(updates, state, params, **extra_args)
+  from gradtx._src import packing  # imported here: packing builds on this module
+  if isinstance(updates, packing.Packed) and updates.layout.multiple_of > 1:
+    # A rule that moves coordinates whose gradient is zero (Yogi's first moment starts
+    # at 1e-6) would write into pack(..., multiple_of=)'s padding; the next member of a
+    # chain (a global norm, say) must not see it.
+    updates = packing.zero_padding(updates)
+  return updates, state
 
 
 def accepted_extra_args(fn: Callable[..., Any], extra_args: dict[str, Any]) -> dict[str, Any]:

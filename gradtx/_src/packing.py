@@ -284,10 +284,11 @@ def pack(params: PyTree, labels: Any = None, *, multiple_of: int | None = None) 
   parameter: :func:`unpack` leaves it out, so a loss on ``unpack(packed)`` has zero
   gradient there. A rule that leaves a coordinate with zero gradient where it is keeps
   the padding at zero, and then norms, sums and dot products over the buffers equal the
-  unpadded tree's; every gradtx transform does, except Yogi (its first moment starts at
-  1e-6), the step sizes emitted in place of an update (``adaptive_step_size``,
-  ``adabound_step_size``) and learned optimizers, which write into the padding (their
-  own numbers do not change: ``unpack`` drops it).
+  unpadded tree's. A few rules move coordinates whose gradient is zero (Yogi's first
+  moment starts at 1e-6; ``adaptive_step_size`` and ``adabound_step_size`` emit step
+  sizes; learned optimizers): their output's padding is set back to zero between the
+  members of a chain and by :func:`gradtx.apply_updates`, so params' padding stays zero
+  and a global norm later in the chain sees none of it.
 
   Args:
     params: a pytree of floating-point arrays.
