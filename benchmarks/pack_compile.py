@@ -1,4 +1,4 @@
-"""Compile time and kernel counts of packed train steps: ``gtx.unpack`` against run-time offsets.
+"""Compile time and kernel counts of packed train steps: run-time against constant offsets.
 
 For each problem this builds the clipped-AdamW train step (``value_and_grad`` of the loss,
 ``chain(clip_by_global_norm(1.0), adamw(1e-3))``, ``apply_updates``; jitted, params and
@@ -11,10 +11,10 @@ state donated) four ways and prints, per contender:
   alternating run by run (median and all runs);
 - **step**: the median (min-max) over rounds of steps, the contenders interleaved.
 
-Contenders: **optax** and **gradtx** on the plain tree; **packed** (the loss written on
-``gtx.unpack(packed)``, whose views are constant-offset slices of the buffers) and
-**packed, run-time offsets** (the loss on ``unpack_views.unpack``, the same views cut at
-offsets XLA cannot fold into the kernels). The two packed steps are checked to give the
+Contenders: **optax** and **gradtx** on the plain tree; **packed, constant offsets**
+(the loss on ``unpack_views.split_unpack``: the views as constant-offset slices of the
+buffers, what ``gtx.unpack`` did before) and **packed** (the loss on ``gtx.unpack``,
+whose views are cut at offsets XLA cannot fold into the kernels). The two packed steps are checked to give the
 same bits after a few steps, and the packed params against the plain tree's.
 
 Problems: ``N`` leaves of 2000 float32 (``loss = sum_i mean((w_i - x)**2)``, as in
@@ -119,9 +119,9 @@ def contenders() -> dict:
   except ImportError:
     pass
   makers["gradtx"] = lambda problem: TrainStep(gtx, problem)
+  makers["packed, constant offsets"] = lambda problem: TrainStep(
+      gtx, problem, unpack_views.split_unpack)
   makers["packed"] = lambda problem: TrainStep(gtx, problem, gtx.unpack)
-  makers["packed, run-time offsets"] = lambda problem: TrainStep(gtx, problem,
-                                                                 unpack_views.unpack)
   return makers
 
 

@@ -1,4 +1,4 @@
-"""``unpack_views``: the views of packed buffers cut at run-time offsets.
+"""``gtx.unpack`` (``unpack_views``): the views of packed buffers cut at run-time offsets.
 
 The oracle is ``split_unpack`` (``gtx.unpack`` as it was: one ``lax.split`` per buffer,
 kept in ``unpack_views.sliced_views`` as the tangent map) and, for the views, NumPy's own
@@ -23,8 +23,7 @@ SHAPES = {"a": (3, 4), "b": (5,), "c": {"d": (3, 4), "e": (), "f": (2, 3, 4), "z
 LABELS = {"a": "x", "b": "x", "c": "x", "g": "x", "h": "y"}
 
 
-def split_unpack(packed):
-  return packed.layout.treedef.unflatten(unpack_views.sliced_views(packed))
+split_unpack = unpack_views.split_unpack
 
 
 def make_tree(dtype, seed=0):
@@ -74,7 +73,7 @@ def test_views_and_derivatives_are_the_split_views_bits(dtype):
     packed = gtx.pack(make_tree(dtype), labels=LABELS)
     direction = gtx.pack(make_tree(dtype, seed=1), labels=LABELS)
     assert len(packed.buffers) == 2
-    both = jax.jit(lambda p, d: (derivatives(unpack_views.unpack, p, d),
+    both = jax.jit(lambda p, d: (derivatives(gtx.unpack, p, d),
                                  derivatives(split_unpack, p, d)))
     ours, reference = both(packed, direction)
     assert_same_bits(ours, reference)
@@ -110,8 +109,8 @@ def test_vmap_scan_hessian_and_training_agree_with_the_split_views():
     return (jax.vmap(jax.value_and_grad(f(unpack)))(stacked), jax.hessian(f(unpack))(packed),
             train(unpack))
 
-  ours, reference = jax.jit(lambda: ((moves(unpack_views.unpack),
-                                      arithmetic(unpack_views.unpack)),
+  ours, reference = jax.jit(lambda: ((moves(gtx.unpack),
+                                      arithmetic(gtx.unpack)),
                                      (moves(split_unpack), arithmetic(split_unpack))))()
   assert_same_bits(ours[0], reference[0])
   assert_same_bits(ours[0][0], numpy_views(stacked))
@@ -126,7 +125,7 @@ def test_vmap_scan_hessian_and_training_agree_with_the_split_views():
     np.testing.assert_allclose(x, y, rtol=4 * np.finfo(np.float32).eps, atol=1e-6)
   # Under vmap the offsets stay unbatched: stacked buffers are cut by dynamic slices
   # behind one conditional, not by gathers.
-  hlo = jax.jit(jax.vmap(unpack_views.unpack)).lower(stacked).compile().as_text()
+  hlo = jax.jit(jax.vmap(gtx.unpack)).lower(stacked).compile().as_text()
   assert "gather(" not in hlo and hlo.count("conditional(") == 1
 
 
@@ -134,7 +133,7 @@ def test_trailing_zeros_after_the_last_leaf_are_ignored():
   packed = gtx.pack(make_tree(jnp.float32))
   padded = gtx.Packed((jnp.concatenate([packed.buffers[0], jnp.zeros(7)]),), packed.layout)
   grad = lambda unpack: jax.grad(lambda q: loss(unpack(q)))
-  ours, reference = jax.jit(lambda p, q: ((unpack_views.unpack(p), grad(unpack_views.unpack)(p)),
+  ours, reference = jax.jit(lambda p, q: ((gtx.unpack(p), grad(gtx.unpack)(p)),
                                           (split_unpack(q), grad(split_unpack)(q))))(padded, packed)
   assert_same_bits(ours[0], reference[0])
   assert_same_bits(ours[1].buffers[0], jnp.concatenate([reference[1].buffers[0], jnp.zeros(7)]))
@@ -151,7 +150,7 @@ def test_same_shape_leaves_share_one_kernel(monkeypatch):
         lambda q: sum(jnp.mean(jnp.tanh(w - x) ** 2) for w in jax.tree.leaves(unpack(q))))(p)
     return kernel_counts(jax.jit(step).lower(packed).compile().as_text())
 
-  (fused_12, ours_12), (fused_24, ours_24) = (distinct(unpack_views.unpack, n)
+  (fused_12, ours_12), (fused_24, ours_24) = (distinct(gtx.unpack, n)
                                               for n in (12, 24))
   assert fused_24 > fused_12 + 12  # more leaves, more (identical) kernels ...
   assert ours_24 == ours_12 < 12   # ... compiled once: the count does not grow
@@ -160,4 +159,4 @@ def test_same_shape_leaves_share_one_kernel(monkeypatch):
 
 def test_rejects_what_is_not_packed():
   with pytest.raises(TypeError, match="unpack: expected a gtx.Packed"):
-    unpack_views.unpack({"w": jnp.zeros(3)})
+    gtx.unpack({"w": jnp.zeros(3)})

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx._src import base
+from gradtx._src import unpack_views
 
 PyTree = Any
 
@@ -327,23 +328,19 @@ def unpack(packed: Packed) -> PyTree:
   respect to ``packed`` is a :class:`Packed` of the same layout. Buffers with leading
   axes (a stack of packed trees) give leaves with the same leading axes.
 
+  On CPU the pieces are cut at offsets XLA cannot fold into the kernels that read them,
+  so the kernels of same-shape leaves are identical and compiled once (a model with
+  thousands of arrays compiles as fast as on the plain tree; see
+  :mod:`gradtx._src.unpack_views`); their tangents are one ``lax.split`` per buffer, whose
+  transpose is one concatenation.
+
   Raises:
     TypeError: ``packed`` is not a :class:`Packed`.
   """
   if not isinstance(packed, Packed):
     raise TypeError(f"unpack: expected a gtx.Packed (made by gtx.pack), got "
                     f"{type(packed).__name__}")
-  layout = packed.layout
-  leaves: list[Any] = [None] * len(layout.slots)
-  for group, buffer in enumerate(packed.buffers):
-    members = [i for i, slot in enumerate(layout.slots) if slot.group == group]
-    sizes = [layout.slots[i].size for i in members]
-    lead = jnp.shape(buffer)[:-1]  # stacked buffers (per-example gradients, say)
-    sizes += [layout.padding(group)] if layout.padding(group) else []  # dropped below
-    pieces = [buffer] if len(sizes) == 1 else jax.lax.split(buffer, sizes, axis=-1)
-    for i, piece in zip(members, pieces):
-      leaves[i] = piece.reshape(lead + layout.slots[i].shape)
-  return layout.treedef.unflatten(leaves)
+  return packed.layout.treedef.unflatten(unpack_views.leaf_views(packed))
 
 
 def zero_padding(tree: PyTree) -> PyTree:

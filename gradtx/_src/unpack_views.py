@@ -115,11 +115,8 @@ def _leaf_views_jvp(primals, tangents):
   return leaf_views(packed), sliced_views(tangent)
 
 
-def unpack(packed: Any) -> Any:
-  """``gtx.unpack`` with :func:`leaf_views`: the tree that was packed, each leaf a
-  reshaped piece of its buffer, the same values and derivatives as ``gtx.unpack``."""
-  from gradtx._src import packing  # pylint: disable=g-import-not-at-top  (packing imports us)
-  if not isinstance(packed, packing.Packed):
-    raise TypeError(f"unpack: expected a gtx.Packed (made by gtx.pack), got "
-                    f"{type(packed).__name__}")
-  return packed.layout.treedef.unflatten(leaf_views(packed))
+def split_unpack(packed: Any) -> Any:
+  """The tree of ``packed`` cut with constant offsets (:func:`sliced_views`): what
+  ``gtx.unpack`` did before run-time offsets, the reference of its tests and of
+  ``benchmarks/pack_compile.py``."""
+  return packed.layout.treedef.unflatten(sliced_views(packed))
