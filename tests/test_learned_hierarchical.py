@@ -7,6 +7,7 @@ finite differences in float64 for the meta-gradient; the loss at initialisation 
 shipped meta-parameters.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -24,6 +25,9 @@ from gradtx.learned import (HierarchicalOptimizerState, evaluate, hierarchical_o
 DECAYS = np.array([0.5, 0.9, 0.99, 0.999, 0.9999])
 BETA_V, EPS = 0.999, 1e-8
 SIZES = (6, 5, 4)
+# The tests' own programs compile at XLA's lowest optimisation level: the same numbers
+# (to rounding), compiled in a fraction of the time, which is most of these tests' time.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 # --- the oracle ----------------------------------------------------------------------------
 
@@ -99,15 +103,25 @@ class NumpyHierarchicalOptimizer:
 @pytest.fixture(scope="module")
 def meta_params():
   """Untrained weights with random (not zero) outputs and initial states, so that every
-  part of the rule is exercised."""
-  params = init_hierarchical_meta_params(jax.random.key(3), SIZES)
-  keys = jax.random.split(jax.random.key(4), 7)
-  for key, name in zip(keys, ["w_att", "b_att", "w_lr", "h0_init", "h1_init", "h2_init",
-                              "gru0_b"]):
-    params[name] = 0.3 * jax.random.normal(key, params[name].shape)
-  params["b_lr"] = jnp.float32(0.02)
-  params["log_lr_init"] = jnp.float32(math.log(0.05))
+  part of the rule is exercised (drawn with NumPy: no compilation)."""
+  params = {k: np.asarray(v) for k, v in init_hierarchical_meta_params(
+      jax.random.key(3), SIZES).items()}
+  rng = np.random.default_rng(4)
+  for name in ["w_att", "b_att", "w_lr", "h0_init", "h1_init", "h2_init", "gru0_b"]:
+    params[name] = (0.3 * rng.normal(size=params[name].shape)).astype(np.float32)
+  params["b_lr"] = np.float32(0.02)
+  params["log_lr_init"] = np.float32(math.log(0.05))
   return params
+
+
+# One compiled program per params dtype, shared by the tests below: the meta-parameters
+# are an argument (not constants), so different meta-parameters of the same sizes reuse it.
+@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+def grad_step(meta, params, state):
+  """The transform's update at ``params`` on ``loss``, and the gradient it saw."""
+  grads = jax.grad(loss)(params)
+  updates, state = hierarchical_optimizer(meta).update(grads, state, params)
+  return updates, state, grads
 
 
 # --- the transform -------------------------------------------------------------------------
@@ -115,12 +129,12 @@ def meta_params():
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_trajectory_matches_numpy_oracle(meta_params, dtype):
-  steps = 30
+  steps = 20
   with jax.enable_x64(dtype == jnp.float64):
-    tx = hierarchical_optimizer(jax.tree.map(lambda w: w.astype(dtype), meta_params))
+    meta = jax.tree.map(lambda w: jnp.asarray(w, dtype), meta_params)
     params = make_params(dtype)
-    state = tx.init(params)
-    step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p) + (jax.grad(loss)(p),))
+    state = hierarchical_optimizer(meta).init(params)
+    step = functools.partial(grad_step, meta)
     oracle = NumpyHierarchicalOptimizer(meta_params, jax.tree.leaves(params), dtype)
     rtol = 1e-9 if dtype == jnp.float64 else 3e-4
     moved = 0.0
@@ -152,65 +166,89 @@ def test_state_shapes(meta_params):
                                                    "nested": [(6,), (2, 0, 6)]}
   assert jax.tree.map(jnp.shape, state.tensor_hidden) == {"w": (5,), "nested": [(5,), (5,)]}
   assert state.global_hidden.shape == (4,)
-  updates, state = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), state, params)
+  # Shapes only (no compilation); the robustness test below runs an empty leaf.
+  updates, new_state = jax.eval_shape(tx.update, jax.tree.map(jnp.ones_like, params), state,
+                                      params)
   assert jax.tree.map(jnp.shape, updates) == jax.tree.map(jnp.shape, params)
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))  # empty leaf: no NaN
+  assert jax.tree.map(jnp.shape, new_state) == jax.tree.map(jnp.shape, state)
 
 
 def test_jit_vmap_and_scan_match_a_python_loop(meta_params):
+  """A vmapped ``lax.scan`` of 3 steps on 2 members against the jitted step in a Python
+  loop (the trajectory test's compiled program)."""
   tx = hierarchical_optimizer(meta_params)
   members = [make_params(seed=s) for s in range(2)]
-
-  def one_step(params, state):
-    updates, state = tx.update(jax.grad(loss)(params), state, params)
-    return apply_updates(params, updates), state
-
-  step = jax.jit(one_step)
 
   def looped(params, steps=3):
     state = tx.init(params)
     for _ in range(steps):
-      params, state = step(params, state)
+      updates, state, _ = grad_step(meta_params, params, state)
+      params = apply_updates(params, updates)
     return params
 
   def scanned(params):
-    return jax.lax.scan(lambda c, _: (one_step(*c), None), (params, tx.init(params)),
-                        length=3)[0][0]
+    def one_step(carry, _):
+      params, state = carry
+      updates, state = tx.update(jax.grad(loss)(params), state, params)
+      return (apply_updates(params, updates), state), None
+
+    return jax.lax.scan(one_step, (params, tx.init(params)), length=3)[0][0]
 
   batch = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
-  batched = jax.jit(jax.vmap(scanned))(batch)
+  batched = jax.jit(jax.vmap(scanned), compiler_options=FAST_COMPILE)(batch)
   for i, member in enumerate(members):
     for a, c in zip(jax.tree.leaves(looped(member)), jax.tree.leaves(batched)):
       np.testing.assert_allclose(c[i], a, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.float64])
-def test_never_nan_on_zero_tiny_huge_or_infinite_gradients(meta_params, dtype):
-  values = [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, np.inf, -np.inf]
-  with jax.enable_x64(dtype == jnp.float64):
+ROBUSTNESS_DTYPES = (jnp.bfloat16, jnp.float32, jnp.float64)
+
+
+def robustness_grads(dtype, nan=False):
+  """Zero, tiny, huge and infinite gradients, mixed in one leaf and each kind alone in
+  its own (a leaf of only zeros, tiny or huge), and an empty leaf; with ``nan``, a NaN in
+  the mixed leaf."""
+  values = [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, np.inf, np.nan if nan else -np.inf]
+  return {"mixed": jnp.asarray(values, dtype), "zero": jnp.zeros(3, dtype),
+          "tiny": jnp.full(3, 1e-30, dtype), "huge": jnp.full(3, -1e30, dtype),
+          "empty": jnp.zeros((2, 0), dtype)}
+
+
+@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+def robustness_update(meta, grads, states):
+  """The update of each dtype's tree, all dtypes in one compiled program."""
+  tx = hierarchical_optimizer(meta)
+  return [tx.update(g, s) for g, s in zip(grads, states)]
+
+
+def test_never_nan_on_zero_tiny_huge_or_infinite_gradients(meta_params):
+  with jax.enable_x64(True):
     tx = hierarchical_optimizer(meta_params)
-    # Each kind of gradient alone in its tree too: a leaf of only zeros, tiny or huge.
-    grads = {"mixed": jnp.asarray(values, dtype), "zero": jnp.zeros(3, dtype),
-             "tiny": jnp.full(3, 1e-30, dtype), "huge": jnp.full(3, -1e30, dtype)}
-    state = tx.init(grads)
-    update = jax.jit(tx.update)
+    grads = [robustness_grads(dtype) for dtype in ROBUSTNESS_DTYPES]
+    states = [tx.init(g) for g in grads]
     for _ in range(20):  # the state too must stay finite
-      updates, state = update(grads, state)
-      for u in jax.tree.leaves(updates):
-        assert u.dtype == dtype
-        u = np.asarray(u, np.float64)
-        # |u| <= exp(max log lr) * max|d_k| <= 1 * sqrt(t / (1 - beta_v**t)) (t <= 20 here).
-        assert np.isfinite(u).all() and (np.abs(u) <= 5.0).all(), updates
-      assert all(np.isfinite(np.asarray(x, np.float64)).all() for x in jax.tree.leaves(state))
-    # A huge gradient moves its coordinate as a unit one does (scale invariance).
-    assert abs(float(updates["huge"][0])) > 1e-3 and float(updates["huge"][0]) > 0
+      results = robustness_update(meta_params, grads, states)
+      states = [state for _, state in results]
+      for dtype, (updates, state) in zip(ROBUSTNESS_DTYPES, results):
+        for u in jax.tree.leaves(updates):
+          assert u.dtype == dtype
+          u = np.asarray(u, np.float64)
+          # |u| <= exp(max log lr) * max|d_k| <= 1 * sqrt(t / (1 - beta_v**t)) (t <= 20).
+          assert np.isfinite(u).all() and (np.abs(u) <= 5.0).all(), (dtype, updates)
+        assert all(np.isfinite(np.asarray(x, np.float64)).all()
+                   for x in jax.tree.leaves(state)), dtype
+    for updates, _ in results:
+      # A huge gradient moves its coordinate as a unit one does (scale invariance).
+      assert abs(float(updates["huge"][0])) > 1e-3 and float(updates["huge"][0]) > 0
 
 
 def test_nan_gradient_is_not_hidden(meta_params):
-  tx = hierarchical_optimizer(meta_params)
-  grads = jnp.asarray([1.0, np.nan])
-  updates, _ = jax.jit(tx.update)(grads, tx.init(grads))
-  assert np.isnan(updates[1])
+  with jax.enable_x64(True):  # the robustness test's compiled program
+    grads = [robustness_grads(dtype, nan=True) for dtype in ROBUSTNESS_DTYPES]
+    tx = hierarchical_optimizer(meta_params)
+    results = robustness_update(meta_params, grads, [tx.init(g) for g in grads])
+    for updates, _ in results:
+      assert np.isnan(np.asarray(updates["mixed"][-1], np.float64))
 
 
 def test_malformed_meta_params_and_trees_raise(meta_params):
@@ -232,16 +270,16 @@ def test_malformed_meta_params_and_trees_raise(meta_params):
 def test_untrained_rule_is_adam_like():
   """With the initial (zero) output weights and the 0.9 timescale's attention made
   dominant, the step is Adam's with b1 = 0.9, b2 = 0.999, eps = 1e-8 (eps outside the
-  square root, bias corrected), learning rate exp(log_lr_init)."""
-  meta = init_hierarchical_meta_params(jax.random.key(0), learning_rate=0.01)
+  square root, bias corrected), learning rate exp(log_lr_init). (Hidden sizes as the
+  trajectory test's, so that its compiled step is reused.)"""
+  meta = init_hierarchical_meta_params(jax.random.key(0), SIZES, learning_rate=0.01)
   meta["b_att"] = jnp.asarray([-50.0, 50.0, -50.0, -50.0, -50.0])
   tx = hierarchical_optimizer(meta)
   params = make_params()
   state = tx.init(params)
-  step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s) + (jax.grad(loss)(p),))
   m = v = jax.tree.map(np.zeros_like, params)
   for t in range(1, 6):
-    updates, state, grads = step(params, state)
+    updates, state, grads = grad_step(meta, params, state)
     m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * np.asarray(g), m, grads)
     v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * np.asarray(g)**2, v, grads)
     adam = jax.tree.map(lambda m, v: -0.01 * (m / (1 - 0.9**t)) / (
@@ -271,7 +309,6 @@ def test_meta_gradient_matches_finite_differences():
                              optimizer="hierarchical")
     h = 1e-5
 
-    @jax.jit
     def both(m):
       shifted = lambda s: jax.tree.map(lambda a, d: a + s * d, m, direction)  # noqa: E731
       grad = jax.grad(fn)(m)
@@ -279,27 +316,44 @@ def test_meta_gradient_matches_finite_differences():
       plus, minus = jax.vmap(lambda s: fn(shifted(s)))(jnp.asarray([h, -h]))  # one trace
       return along, (plus - minus) / (2 * h)
 
-    along, central = both(meta)
+    compiled = jax.jit(both).lower(meta).compile(FAST_COMPILE)
+    along, central = compiled(meta)
     assert abs(float(along)) > 1e-3  # not vacuous
     np.testing.assert_allclose(float(along), float(central), rtol=1e-6)
 
 
-def test_meta_train_is_deterministic_given_a_seed():
+def test_meta_train_is_deterministic_and_selects_on_validation():
+  """Two meta-training runs give identical meta-params; a run validated after every
+  meta-step returns the meta-params after its best-scoring one (the same as a run stopped
+  there). Tiny sizes: one compiled meta-step, shared by every run."""
   family = quadratic(num_dims=3)
-  settings = dict(steps=3, unroll=2, horizon=4, batch_size=2, optimizer="hierarchical",
-                  clip_meta_gradient=1.0, meta_learning_rate=1e-2, seed=1)
-  first = meta_train(family, **settings)
-  second = meta_train(family, **settings)
+  start = init_hierarchical_meta_params(jax.random.key(1), (2, 2, 2), learning_rate=0.1)
+  settings = dict(unroll=2, horizon=4, batch_size=2, optimizer="hierarchical",
+                  clip_meta_gradient=1.0, meta_learning_rate=3e-2, seed=1, meta_params=start)
+  first = meta_train(family, steps=3, **settings)
+  second = meta_train(family, steps=3, **settings)
   for name in first.meta_params:
     np.testing.assert_array_equal(first.meta_params[name], second.meta_params[name])
   np.testing.assert_array_equal(first.history["meta_loss"], second.history["meta_loss"])
   assert np.isfinite(first.history["meta_loss"]).all()
   # Every meta-parameter is trained, the learned initial state too (the meta-gradient
   # reaches it through each problem's first unroll).
-  init = init_hierarchical_meta_params(jax.random.fold_in(jax.random.key(1), 2),
-                                       learning_rate=0.1)
-  for name in init:
-    assert not np.array_equal(first.meta_params[name], init[name]), name
+  for name in start:
+    assert not np.array_equal(first.meta_params[name], start[name]), name
+
+  validated = meta_train(family, steps=3, validation=[family], validate_every=1,
+                         validation_problems=2, validation_steps=4, **settings)
+  history = validated.history
+  # Validation does not change the training.
+  np.testing.assert_array_equal(history["meta_loss"], first.history["meta_loss"])
+  np.testing.assert_array_equal(history["validation_step"], [0, 1, 2, 3])
+  scores = history["validation_score"]
+  assert np.isfinite(scores).all() and len(set(scores.tolist())) == 4  # not vacuous
+  best = int(np.argmin(scores))
+  assert history["best_step"] == best
+  stopped = (meta_train(family, steps=best, **settings).meta_params if best else start)
+  for name in start:
+    np.testing.assert_array_equal(validated.meta_params[name], stopped[name], err_msg=name)
 
 
 def test_meta_train_takes_a_mixture_of_families():

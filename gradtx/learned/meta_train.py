@@ -25,6 +25,18 @@ unroll (``log_loss=True``, its default there: every problem counts by its relati
 progress, whatever its loss's scale), on a mixture of problem families (a sequence of
 families, one per horizon, in turn), with the meta-gradient clipped by its global norm
 and non-finite meta-gradients skipped (``clip_meta_gradient``).
+
+Truncated unrolls have a short-horizon bias (Wu et al. 2018, "Understanding Short-Horizon
+Bias in Stochastic Meta-Optimization"): a 20-step meta-loss rewards steps that help
+within 20 steps, not after 200. :func:`meta_train` can therefore select its result on a
+*validation* set of problems (``validation``, ``validate_every``): every
+``validate_every`` meta-steps, and before the first, the meta-parameters run
+``validation_steps`` full steps on ``validation_problems`` problems of each validation
+family, drawn from a stream of their own (neither the training's nor
+:func:`~gradtx.learned.evaluate`'s), and the meta-parameters with the lowest validation
+score (the mean over families of the log of the mean final loss) are returned, the
+initial ones included: when no meta-step improved on them, the result *is* the
+initialisation (``history["best_step"] == 0``).
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ from gradtx.learned.problems import ProblemFamily, get_family, sample_problems
 
 # Training and evaluation draw problems from different streams of the same seed, so that
 # evaluation problems are held out whatever the seeds.
-TRAIN_STREAM, EVAL_STREAM, INIT_STREAM = 0, 1, 2
+TRAIN_STREAM, EVAL_STREAM, INIT_STREAM, VALID_STREAM = 0, 1, 2, 3
 
 
 def problem_key(seed: int, stream: int) -> jax.Array:
@@ -75,7 +87,10 @@ class MetaTrainResult(NamedTuple):
     meta_params: the trained meta-parameters (a dict of float32 arrays).
     history: ``{"meta_loss": (steps,), "loss": (steps,)}`` NumPy arrays: per meta-step,
       the unroll's meta-loss (the optimizee losses summed over the unroll, averaged over
-      the batch of problems) and the mean optimizee loss at the unroll's end.
+      the batch of problems) and the mean optimizee loss at the unroll's end. With
+      validation, also ``"validation_step"`` (the meta-steps validated, 0 = the initial
+      meta-parameters), ``"validation_score"`` (their scores) and ``"best_step"`` (the
+      meta-step whose meta-parameters were returned).
   """
 
   meta_params: MetaParams
@@ -163,6 +178,23 @@ def _new_problems(key, meta_params, *, family, batch_size, p, output_scale, opti
   return data, params, jax.vmap(tx.init)(params)
 
 
+@functools.partial(jax.jit, static_argnames=("family", "steps", "optimizer"))
+def _validation_loss(meta_params, data, params, *, family, steps, optimizer):
+  """Mean over problems of ``family.eval_loss`` after ``steps`` steps of the optimizer."""
+  tx = learned_optimizer(optimizer, meta_params)
+
+  def one(data, params):
+    def step(carry, t):
+      params, state = carry
+      updates, state = tx.update(jax.grad(family.loss)(params, data, t), state, params)
+      return (gtx.apply_updates(params, updates), state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(steps))
+    return family.eval_loss(params, data)
+
+  return jnp.mean(jax.vmap(one)(data, params))
+
+
 def meta_loss(meta_params: MetaParams, problem_family: str | ProblemFamily,
               key: jax.Array, *, batch_size: int = 8, unroll: int = 20,
               first_order: bool = False, p: float = 10.0,
@@ -202,7 +234,9 @@ def _families(problem_family) -> list[ProblemFamily]:
 @gtx.hyperparameters(steps="int >= 0", unroll="int >= 1", horizon="int >= 1",
                      batch_size="int >= 1", log_every="int >= 0",
                      meta_learning_rate="(0, inf)", clip_meta_gradient="(0, inf) | None",
-                     init_learning_rate="(0, inf)", schedules=False)
+                     init_learning_rate="(0, inf)", validate_every="int >= 0",
+                     validation_problems="int >= 1", validation_steps="int >= 1",
+                     schedules=False)
 def meta_train(problem_family: str | ProblemFamily | Sequence[str | ProblemFamily] = "quadratic",
                *, steps: int = 1000,
                unroll: int = 20, horizon: int = 100, batch_size: int = 64,
@@ -214,6 +248,9 @@ def meta_train(problem_family: str | ProblemFamily | Sequence[str | ProblemFamil
                callback: Callable[[int, dict[str, float]], Any] | None = None,
                optimizer: str = "lstm", log_loss: bool | None = None,
                clip_meta_gradient: float | None = None, init_learning_rate: float = 0.1,
+               validation: Sequence[str | ProblemFamily] | str | ProblemFamily | None = None,
+               validate_every: int = 0, validation_problems: int = 16,
+               validation_steps: int = 200,
                ) -> MetaTrainResult:
   """Meta-trains a learned optimizer (the coordinatewise LSTM by default) on problems.
 
@@ -253,6 +290,13 @@ def meta_train(problem_family: str | ProblemFamily | Sequence[str | ProblemFamil
       Adam, and skip meta-steps whose meta-gradient is not finite (default: neither).
     init_learning_rate: the hierarchical optimizer's initial learning rate when starting
       from scratch (:func:`~gradtx.learned.init_hierarchical_meta_params`).
+    validation: problem families (as ``problem_family``) to select the result on; with
+      ``validate_every > 0``, the meta-parameters are scored before the first meta-step
+      and every ``validate_every`` meta-steps (and after the last) by the mean over
+      these families of ``log(mean final loss)`` after ``validation_steps`` steps on
+      ``validation_problems`` problems each (drawn once, from their own stream), and the
+      best scored ones are returned, possibly the initial ones.
+    validate_every, validation_problems, validation_steps: see ``validation``.
 
   Returns:
     :class:`MetaTrainResult` ``(meta_params, history)``.
@@ -283,6 +327,27 @@ def meta_train(problem_family: str | ProblemFamily | Sequence[str | ProblemFamil
   segments = math.ceil(horizon / unroll)
   history = {"meta_loss": np.zeros(steps), "loss": np.zeros(steps)}
   start_time = time.perf_counter()
+  validating = validation is not None and validate_every > 0
+  if validating:
+    valid_key = problem_key(seed, VALID_STREAM)
+    valid_sets = [(family, sample_problems(family, jax.random.fold_in(valid_key, j),
+                                           validation_problems))
+                  for j, family in enumerate(_families(validation))]
+    history.update(validation_step=[], validation_score=[])
+
+    def validate(step):
+      score = float(np.mean([np.log(float(_validation_loss(
+          meta_params, data, params, family=family, steps=validation_steps,
+          optimizer=optimizer))) for family, (data, params) in valid_sets]))
+      score = score if np.isfinite(score) else np.inf
+      history["validation_step"].append(step)
+      history["validation_score"].append(score)
+      if log_every:
+        print(f"meta_train validation after {step} meta-steps: score {score:.4g}"
+              f"  ({time.perf_counter() - start_time:.1f} s)", flush=True)
+      return score
+
+    best_score, best_meta_params, best_step = validate(0), meta_params, 0
   for i in range(steps):
     segment = i % segments
     if segment == 0:
@@ -302,4 +367,16 @@ def meta_train(problem_family: str | ProblemFamily | Sequence[str | ProblemFamil
             f"{history['meta_loss'][i]:.4g}  loss after optimizee step "
             f"{min((segment + 1) * unroll, horizon)} {history['loss'][i]:.4g}  "
             f"({time.perf_counter() - start_time:.1f} s)", flush=True)
+    if validating and ((i + 1) % validate_every == 0 or i + 1 == steps):
+      score = validate(i + 1)
+      if score < best_score:
+        best_score, best_meta_params, best_step = score, meta_params, i + 1
+  if validating:
+    history = {**history, "validation_step": np.asarray(history["validation_step"]),
+               "validation_score": np.asarray(history["validation_score"]),
+               "best_step": best_step}
+    meta_params = best_meta_params
+    if log_every:
+      print(f"meta_train: returning the meta-parameters after {best_step} meta-steps "
+            f"(validation score {best_score:.4g})", flush=True)
   return MetaTrainResult(meta_params, history)
