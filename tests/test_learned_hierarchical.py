@@ -292,18 +292,17 @@ def test_untrained_rule_is_adam_like():
 # --- meta-training -------------------------------------------------------------------------
 
 
-def test_meta_gradient_matches_finite_differences():
+def test_meta_gradient_matches_finite_differences(meta_params):
   """The exact meta-gradient of an unroll's mean log loss, along a random direction,
-  against a central difference in float64 on a tiny problem (3-D quadratics)."""
+  against a central difference in float64 on a tiny problem (3-D quadratics). The
+  fixture's meta-params have non-zero outputs, so the meta-gradient reaches every weight."""
   with jax.enable_x64(True):
     family = quadratic(num_dims=3, init_scale=1.0)
-    meta = init_hierarchical_meta_params(jax.random.key(0), (3, 4, 2), dtype=jnp.float64)
-    direction = init_hierarchical_meta_params(jax.random.key(1), (3, 4, 2),
-                                              dtype=jnp.float64)
-    # Non-zero outputs, so that the meta-gradient reaches every weight.
-    meta["w_lr"] = 0.1 * direction["gru0_w_x"][0, :3]
-    meta["w_att"] = direction["gru0_w_h"][:, :5]
-    direction = jax.tree.map(lambda d: d + 0.1, direction)
+    meta = {k: jnp.asarray(v, jnp.float64) for k, v in meta_params.items()}
+    meta["w_lr"] = 0.1 * meta["w_lr"]
+    rng = np.random.default_rng(1)
+    direction = {k: jnp.asarray(0.1 + 0.3 * rng.normal(size=np.shape(v)))
+                 for k, v in meta_params.items()}
     key = jax.random.key(2)
     fn = lambda m: meta_loss(m, family, key, batch_size=2, unroll=4,  # noqa: E731
                              optimizer="hierarchical")
@@ -322,12 +321,12 @@ def test_meta_gradient_matches_finite_differences():
     np.testing.assert_allclose(float(along), float(central), rtol=1e-6)
 
 
-def test_meta_train_is_deterministic_and_selects_on_validation():
+def test_meta_train_is_deterministic_and_selects_on_validation(meta_params):
   """Two meta-training runs give identical meta-params; a run validated after every
   meta-step returns the meta-params after its best-scoring one (the same as a run stopped
-  there). Tiny sizes: one compiled meta-step, shared by every run."""
+  there). A tiny problem; one compiled meta-step, shared by every run."""
   family = quadratic(num_dims=3)
-  start = init_hierarchical_meta_params(jax.random.key(1), (2, 2, 2), learning_rate=0.1)
+  start = {k: jnp.asarray(v) for k, v in meta_params.items()}
   settings = dict(unroll=2, horizon=4, batch_size=2, optimizer="hierarchical",
                   clip_meta_gradient=1.0, meta_learning_rate=3e-2, seed=1, meta_params=start)
   first = meta_train(family, steps=3, **settings)
@@ -356,12 +355,14 @@ def test_meta_train_is_deterministic_and_selects_on_validation():
     np.testing.assert_array_equal(validated.meta_params[name], stopped[name], err_msg=name)
 
 
-def test_meta_train_takes_a_mixture_of_families():
+def test_meta_train_takes_a_mixture_of_families(meta_params):
   """A sequence of families (names, (name, kwargs) pairs, ProblemFamily objects);
   ``steps=0`` checks the arguments without compiling anything."""
   mixture = ["quadratic", ("mlp", {"hidden_size": 8}), quadratic(num_dims=3)]
-  meta, history = meta_train(mixture, steps=0, optimizer="hierarchical")
-  assert set(meta) == set(init_hierarchical_meta_params(jax.random.key(0)))
+  meta, history = meta_train(mixture, steps=0, optimizer="hierarchical",
+                             meta_params=meta_params)
+  for name in meta_params:
+    np.testing.assert_array_equal(meta[name], meta_params[name])
   assert history["meta_loss"].shape == (0,)
   with pytest.raises(ValueError, match="unknown problem family 'cubic'"):
     meta_train(["quadratic", "cubic"], steps=0, optimizer="hierarchical")

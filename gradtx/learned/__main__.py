@@ -40,6 +40,8 @@ SETTINGS = {
         # first) the full 200-step loss on 16 validation problems of the goals' families,
         # from their own stream (not the benchmark's); the best is kept, the start included.
         validation=["quadratic", "mlp"], validate_every=20, validation_problems=16,
+        # This run's best checkpoint is its start (every later one scored worse): the
+        # shipped hierarchical.npz holds the untrained, Adam-like initialisation.
         validation_steps=200),
 }
 OPTIMIZER_FILES = {"lstm": ("quadratic", "mlp"), "hierarchical": ("hierarchical",)}
@@ -104,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     meta_params, history = gtx.learned.meta_train(**settings, log_every=args.log_every)
     path = out / f"{name}.npz"
     gtx.learned.save_meta_params(path, meta_params, **settings)
+    if "best_step" in history:
+      print(f"{name}: kept the meta-parameters after {history['best_step']} meta-steps "
+            "(0: the initialisation), the best on the validation problems")
     print(f"{name}: wrote {path} ({path.stat().st_size} bytes) after "
           f"{time.perf_counter() - start:.0f} s; final meta-loss "
           f"{history['meta_loss'][-1]:.4g}")

@@ -60,9 +60,12 @@ def pretrained(name: str) -> MetaParams:
   Use the LSTM's as ``lstm_optimizer(pretrained("quadratic"))``; they were meta-trained
   with ``p = 10`` and ``output_scale = 0.1`` (the defaults) by ``python -m gradtx.learned
   --out gradtx/learned/pretrained``. Use ``hierarchical_optimizer(pretrained(
-  "hierarchical"))`` for the hierarchical RNN's, meta-trained on a mixture of small
-  problems by ``python -m gradtx.learned --optimizer hierarchical --out
-  gradtx/learned/pretrained``. :func:`pretrained_config` returns the settings.
+  "hierarchical"))`` for the hierarchical RNN's, made by ``python -m gradtx.learned
+  --optimizer hierarchical --out gradtx/learned/pretrained``: meta-training on a mixture
+  of small problems, selected on validation problems, kept the initial point (no
+  meta-step scored better), so these are the untrained Adam-like weights
+  ``init_hierarchical_meta_params(key, learning_rate=0.1)``. :func:`pretrained_config`
+  returns the settings.
   """
   with pretrained_path(name).open("rb") as file:
     return load_meta_params(file)[0]
