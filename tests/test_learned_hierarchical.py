@@ -29,6 +29,15 @@ SIZES = (6, 5, 4)
 # (to rounding), compiled in a fraction of the time, which is most of these tests' time.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
+def assert_allclose(actual, desired, **kwargs):
+  """NumPy's, on NumPy copies (NumPy's ufuncs on jax arrays compile a program each)."""
+  np.testing.assert_allclose(np.asarray(actual), np.asarray(desired), **kwargs)
+
+
+def assert_array_equal(actual, desired, **kwargs):
+  np.testing.assert_array_equal(np.asarray(actual), np.asarray(desired), **kwargs)
+
+
 # --- the oracle ----------------------------------------------------------------------------
 
 
@@ -144,14 +153,14 @@ def test_trajectory_matches_numpy_oracle(meta_params, dtype):
       expected = oracle.update(jax.tree.leaves(grads))
       for u, e in zip(jax.tree.leaves(updates), expected):
         assert u.dtype == dtype
-        np.testing.assert_allclose(u, e, rtol=rtol, atol=rtol * 1e-2, err_msg=f"step {t}")
+        assert_allclose(u, e, rtol=rtol, atol=rtol * 1e-2, err_msg=f"step {t}")
         moved += float(np.abs(e).sum())
       params = apply_updates(params, updates)
     assert moved > 1.0  # not vacuous: the optimizer moved the params
     # The state (log learning rates and the global GRU) as well.
     for log_lr, leaf in zip(jax.tree.leaves(state.log_lr), oracle.leaves):
-      np.testing.assert_allclose(np.ravel(log_lr), leaf["log_lr"], rtol=rtol, atol=rtol)
-    np.testing.assert_allclose(state.global_hidden, oracle.h2, rtol=rtol, atol=rtol * 1e-2)
+      assert_allclose(np.ravel(log_lr), leaf["log_lr"], rtol=rtol, atol=rtol)
+    assert_allclose(state.global_hidden, oracle.h2, rtol=rtol, atol=rtol * 1e-2)
     assert state.global_hidden.dtype == dtype
 
 
@@ -198,7 +207,7 @@ def test_jit_vmap_and_scan_match_a_python_loop(meta_params):
   batched = jax.jit(jax.vmap(scanned), compiler_options=FAST_COMPILE)(batch)
   for i, member in enumerate(members):
     for a, c in zip(jax.tree.leaves(looped(member)), jax.tree.leaves(batched)):
-      np.testing.assert_allclose(c[i], a, rtol=1e-5, atol=1e-6)
+      assert_allclose(c[i], a, rtol=1e-5, atol=1e-6)
 
 
 ROBUSTNESS_DTYPES = (jnp.bfloat16, jnp.float32, jnp.float64)
@@ -285,7 +294,7 @@ def test_untrained_rule_is_adam_like():
     adam = jax.tree.map(lambda m, v: -0.01 * (m / (1 - 0.9**t)) / (
         np.sqrt(v / (1 - 0.999**t)) + 1e-8), m, v)
     for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(adam)):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+      assert_allclose(a, b, rtol=1e-4, atol=1e-7)
     params = apply_updates(params, updates)
 
 
@@ -318,7 +327,7 @@ def test_meta_gradient_matches_finite_differences(meta_params):
     compiled = jax.jit(both).lower(meta).compile(FAST_COMPILE)
     along, central = compiled(meta)
     assert abs(float(along)) > 1e-3  # not vacuous
-    np.testing.assert_allclose(float(along), float(central), rtol=1e-6)
+    assert_allclose(float(along), float(central), rtol=1e-6)
 
 
 def test_meta_train_is_deterministic_and_selects_on_validation(meta_params):
@@ -332,27 +341,27 @@ def test_meta_train_is_deterministic_and_selects_on_validation(meta_params):
   first = meta_train(family, steps=3, **settings)
   second = meta_train(family, steps=3, **settings)
   for name in first.meta_params:
-    np.testing.assert_array_equal(first.meta_params[name], second.meta_params[name])
-  np.testing.assert_array_equal(first.history["meta_loss"], second.history["meta_loss"])
+    assert_array_equal(first.meta_params[name], second.meta_params[name])
+  assert_array_equal(first.history["meta_loss"], second.history["meta_loss"])
   assert np.isfinite(first.history["meta_loss"]).all()
   # Every meta-parameter is trained, the learned initial state too (the meta-gradient
   # reaches it through each problem's first unroll).
   for name in start:
-    assert not np.array_equal(first.meta_params[name], start[name]), name
+    assert not np.array_equal(np.asarray(first.meta_params[name]), np.asarray(start[name])), name
 
   validated = meta_train(family, steps=3, validation=[family], validate_every=1,
                          validation_problems=2, validation_steps=4, **settings)
   history = validated.history
   # Validation does not change the training.
-  np.testing.assert_array_equal(history["meta_loss"], first.history["meta_loss"])
-  np.testing.assert_array_equal(history["validation_step"], [0, 1, 2, 3])
+  assert_array_equal(history["meta_loss"], first.history["meta_loss"])
+  assert_array_equal(history["validation_step"], [0, 1, 2, 3])
   scores = history["validation_score"]
   assert np.isfinite(scores).all() and len(set(scores.tolist())) == 4  # not vacuous
   best = int(np.argmin(scores))
   assert history["best_step"] == best
   stopped = (meta_train(family, steps=best, **settings).meta_params if best else start)
   for name in start:
-    np.testing.assert_array_equal(validated.meta_params[name], stopped[name], err_msg=name)
+    assert_array_equal(validated.meta_params[name], stopped[name], err_msg=name)
 
 
 def test_meta_train_takes_a_mixture_of_families(meta_params):
@@ -362,7 +371,7 @@ def test_meta_train_takes_a_mixture_of_families(meta_params):
   meta, history = meta_train(mixture, steps=0, optimizer="hierarchical",
                              meta_params=meta_params)
   for name in meta_params:
-    np.testing.assert_array_equal(meta[name], meta_params[name])
+    assert_array_equal(meta[name], meta_params[name])
   assert history["meta_loss"].shape == (0,)
   with pytest.raises(ValueError, match="unknown problem family 'cubic'"):
     meta_train(["quadratic", "cubic"], steps=0, optimizer="hierarchical")
@@ -404,4 +413,4 @@ def test_save_and_load_round_trip(tmp_path, meta_params):
   loaded, config = load_meta_params(path)
   assert config == {"optimizer": "hierarchical"}
   for name in meta_params:
-    np.testing.assert_array_equal(loaded[name], meta_params[name])
+    assert_array_equal(loaded[name], meta_params[name])

@@ -322,7 +322,7 @@ def meta_train(problem_family: str | ProblemFamily | Sequence[str | ProblemFamil
                 first_order=bool(first_order), p=float(p), output_scale=float(output_scale),
                 optimizer=optimizer, log_loss=log_loss)
 
-  opt_state = meta_opt.init(meta_params)
+  opt_state = jax.jit(meta_opt.init)(meta_params)  # one compilation, not one per leaf
   train_key = problem_key(seed, TRAIN_STREAM)
   segments = math.ceil(horizon / unroll)
   history = {"meta_loss": np.zeros(steps), "loss": np.zeros(steps)}
