@@ -25,9 +25,6 @@ from gradtx.learned import (HierarchicalOptimizerState, evaluate, hierarchical_o
 DECAYS = np.array([0.5, 0.9, 0.99, 0.999, 0.9999])
 BETA_V, EPS = 0.999, 1e-8
 SIZES = (6, 5, 4)
-# The tests' own programs compile at XLA's lowest optimisation level: the same numbers
-# (to rounding), compiled in a fraction of the time, which is most of these tests' time.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 def assert_allclose(actual, desired, **kwargs):
   """NumPy's, on NumPy copies (NumPy's ufuncs on jax arrays compile a program each)."""
@@ -125,7 +122,7 @@ def meta_params():
 
 # One compiled program per params dtype, shared by the tests below: the meta-parameters
 # are an argument (not constants), so different meta-parameters of the same sizes reuse it.
-@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+@jax.jit
 def grad_step(meta, params, state):
   """The transform's update at ``params`` on ``loss``, and the gradient it saw."""
   grads = jax.grad(loss)(params)
@@ -204,7 +201,7 @@ def test_jit_vmap_and_scan_match_a_python_loop(meta_params):
     return jax.lax.scan(one_step, (params, tx.init(params)), length=3)[0][0]
 
   batch = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
-  batched = jax.jit(jax.vmap(scanned), compiler_options=FAST_COMPILE)(batch)
+  batched = jax.jit(jax.vmap(scanned))(batch)
   for i, member in enumerate(members):
     for a, c in zip(jax.tree.leaves(looped(member)), jax.tree.leaves(batched)):
       assert_allclose(c[i], a, rtol=1e-5, atol=1e-6)
@@ -223,7 +220,7 @@ def robustness_grads(dtype, nan=False):
           "empty": jnp.zeros((2, 0), dtype)}
 
 
-@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+@jax.jit
 def robustness_update(meta, grads, states):
   """The update of each dtype's tree, all dtypes in one compiled program."""
   tx = hierarchical_optimizer(meta)
@@ -324,7 +321,7 @@ def test_meta_gradient_matches_finite_differences(meta_params):
       plus, minus = jax.vmap(lambda s: fn(shifted(s)))(jnp.asarray([h, -h]))  # one trace
       return along, (plus - minus) / (2 * h)
 
-    compiled = jax.jit(both).lower(meta).compile(FAST_COMPILE)
+    compiled = jax.jit(both).lower(meta).compile()
     along, central = compiled(meta)
     assert abs(float(along)) > 1e-3  # not vacuous
     assert_allclose(float(along), float(central), rtol=1e-6)
