@@ -111,6 +111,9 @@ class TrainStep:
     return self.unpack(self.params) if self.unpack is not None else self.params
 
 
+CHOSEN = None  # --contenders
+
+
 def contenders() -> dict:
   makers = {}
   try:
@@ -122,7 +125,7 @@ def contenders() -> dict:
   makers["packed, constant offsets"] = lambda problem: TrainStep(
       gtx, problem, unpack_views.split_unpack)
   makers["packed"] = lambda problem: TrainStep(gtx, problem, gtx.unpack)
-  return makers
+  return {k: v for k, v in makers.items() if CHOSEN is None or k in CHOSEN}
 
 
 def max_difference(a, b) -> float:
@@ -147,17 +150,21 @@ def bench(label: str, problem, compile_repeats: int, rounds: int, per_round: int
             f"fused computations, {steps[name].kernels[1]} distinct", flush=True)
 
   start = {name: jax.tree.map(np.asarray, step.plain_params()) for name, step in steps.items()}
-  assert all(max_difference(start["gradtx"], p) == 0 for p in start.values())
+  first = next(iter(start.values()))
+  assert all(max_difference(first, p) == 0 for p in start.values())
   for step in steps.values():
     step.run(check_steps)
   after = {name: step.plain_params() for name, step in steps.items()}
-  same_bits = all(bool(np.array_equal(x, y)) for x, y in zip(
-      jax.tree.leaves(after["packed"]), jax.tree.leaves(after["packed, run-time offsets"])))
-  print(f"  after {check_steps} steps: run-time offsets vs packed: "
-        f"{'the same bits' if same_bits else 'DIFFERENT BITS'}; packed vs gradtx plain: max "
-        f"|diff| {max_difference(after['packed'], after['gradtx']):.2e}"
-        + (f"; gradtx vs optax: {max_difference(after['gradtx'], after['optax']):.2e}"
-           if "optax" in after else ""))
+  checks = []
+  if "packed" in after and "packed, constant offsets" in after:
+    same_bits = all(bool(np.array_equal(x, y)) for x, y in zip(
+        jax.tree.leaves(after["packed"]), jax.tree.leaves(after["packed, constant offsets"])))
+    checks.append("packed vs constant offsets: "
+                  + ("the same bits" if same_bits else "DIFFERENT BITS"))
+  for a, b in (("packed", "gradtx"), ("packed", "optax"), ("gradtx", "optax")):
+    if a in after and b in after:
+      checks.append(f"{a} vs {b}: max |diff| {max_difference(after[a], after[b]):.2e}")
+  print(f"  after {check_steps} steps: " + "; ".join(checks))
 
   times = {name: [] for name in steps}
   for _ in range(rounds):
@@ -190,7 +197,12 @@ def main() -> None:
                       help="Steps per contender per round (default: 5).")
   parser.add_argument("--check-steps", type=int, default=3,
                       help="Steps before comparing the contenders' params (default: 3).")
+  parser.add_argument("--contenders", nargs="+", default=None,
+                      help="A subset of the contenders by name (default: all): optax, "
+                           "gradtx, 'packed, constant offsets', packed.")
   args = parser.parse_args()
+  global CHOSEN
+  CHOSEN = args.contenders
   print(f"gradtx packed-step compile benchmark: jax {jax.__version__} on "
         f"{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})")
   for problem in args.problems:
