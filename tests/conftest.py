@@ -1,7 +1,10 @@
 """Shared fixtures: mixed-shape pytrees and a deterministic, params-dependent loss."""
 
 import importlib.util
+import json
+import os
 import pathlib
+import subprocess
 import sys
 
 import jax
@@ -23,6 +26,19 @@ def load_script(relative_path):
   sys.modules[spec.name] = module
   spec.loader.exec_module(module)
   return module
+
+
+def eight_device_report(worker, *args):
+  """Runs ``worker`` (a script next to the tests) in a subprocess with 8 simulated CPU
+  devices, so the rest of the suite keeps one, and returns the JSON it printed on its
+  ``REPORT `` line."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  done = subprocess.run([sys.executable, str(worker), *map(str, args)], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-4000:]
+  line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
+  return json.loads(line[len("REPORT "):])
 
 
 def make_params(dtype=jnp.float32, seed=0):

@@ -20,12 +20,8 @@ Oracles:
   examples/diloco_digits.py.
 """
 
-import json
 import math
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +29,7 @@ import numpy as np
 import pytest
 
 import gradtx as gtx
-from conftest import make_params
+from conftest import eight_device_report, make_params
 
 WORKER = pathlib.Path(__file__).resolve().parent / "local_sgd_worker.py"
 
@@ -318,13 +314,7 @@ def test_named_axis_outside_a_mapped_context_is_an_error():
 
 @pytest.fixture(scope="module")
 def report():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  done = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-4000:]
-  line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
-  return json.loads(line[len("REPORT "):])
+  return eight_device_report(WORKER)
 
 
 def test_shard_map_run_equals_the_leading_axis_run(report):

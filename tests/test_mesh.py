@@ -16,11 +16,7 @@ Adam's normalisation carries that into the params; observed: ~6e-8 after 20 step
 (~4e-6 after 100 steps).
 """
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +25,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 import gradtx as gtx
+from conftest import eight_device_report
 from gradtx._src.combine import MaskedNode
 from gradtx._src.sharding import state_shardings
 
@@ -39,13 +36,7 @@ LAYOUTS = ("replicated", "sharded", "zero1")
 
 @pytest.fixture(scope="module")
 def report():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  done = subprocess.run([sys.executable, str(WORKER), "20"], env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-4000:]
-  line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
-  return json.loads(line[len("REPORT "):])
+  return eight_device_report(WORKER, 20)
 
 
 def test_eight_devices_and_every_layout_learns(report):

@@ -18,11 +18,7 @@ losses after 10 steps. The split batch's mean gradient is summed in another orde
 (~1e-7 relative), which Adam's normalisation carries into the params; observed ~1e-7.
 """
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +26,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import gradtx as gtx
+from conftest import eight_device_report
 from gradtx._src.sharding import check_packable
 
 WORKER = pathlib.Path(__file__).resolve().parent / "packing_sharding_worker.py"
@@ -41,13 +38,7 @@ WHAT_TO_DO = ("packing concatenates leaves, which would gather them onto every d
 
 @pytest.fixture(scope="module")
 def report():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  done = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-4000:]
-  line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
-  return json.loads(line[len("REPORT "):])
+  return eight_device_report(WORKER)
 
 
 def test_eight_devices_and_every_optimizer_learns(report):

@@ -20,30 +20,19 @@ the line searches' stored gradient); L-BFGS's memories, shaped ``(memory_size,
 transform that broadcasts constants must be caught.
 """
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
+from conftest import eight_device_report
 from sharding_worker import NAMES
 
 WORKER = pathlib.Path(__file__).resolve().parent / "sharding_worker.py"
 
-# Known to fail, in files this change did not touch (a reorganisation was in progress).
-
 
 @pytest.fixture(scope="module")
 def report():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  done = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-4000:]
-  line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
-  return json.loads(line[len("REPORT "):])
+  return eight_device_report(WORKER)
 
 
 def test_eight_devices_and_every_transform_reported(report):

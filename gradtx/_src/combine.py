@@ -13,7 +13,7 @@ from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union
 
 import jax
 
-from gradtx._src import base, packing, validation
+from gradtx._src import base, packing, unpack_views, validation
 from gradtx._src.leafwise import map_leaves
 from gradtx._src.tree.state import _ParamsPlaceholder
 
@@ -113,7 +113,7 @@ def masked(inner: base.GradientTransformation, mask: MaskOrFn, *,
 
   def resolve_mask(tree):
     if isinstance(tree, packing.Packed):
-      tree = packing.unpack(tree)
+      tree = unpack_views.split_unpack(tree)
     return mask(tree) if callable(mask) else mask
 
   def init(params):
@@ -210,7 +210,7 @@ def partition(transforms: Mapping[Hashable, base.GradientTransformation],
 
   def labels_of(tree):
     if isinstance(tree, packing.Packed):
-      tree = packing.unpack(tree)
+      tree = unpack_views.split_unpack(tree)
     return param_labels(tree) if callable(param_labels) else param_labels
 
   def group_tx(labels, group):

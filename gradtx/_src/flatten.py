@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx._src import base, packing, validation
+from gradtx._src import base, packing, unpack_views, validation
 
 
 class FlattenState(NamedTuple):
@@ -91,6 +91,6 @@ def flatten(inner: base.GradientTransformation) -> base.GradientTransformation:
     extra_args = _packed_extra_args(extra_args, updates, packed_updates.layout)
     new_updates, inner_state = base.call_update(
         inner, packed_updates, state.inner_state, packed_params, extra_args)
-    return packing.unpack(new_updates), FlattenState(inner_state)
+    return unpack_views.split_unpack(new_updates), FlattenState(inner_state)
 
   return base.GradientTransformation(init, update)

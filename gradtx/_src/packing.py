@@ -387,7 +387,7 @@ def _views_of_extra_args(extra_args: dict[str, Any], layout: Layout) -> dict[str
   out = {}
   for key, value in extra_args.items():
     if isinstance(value, Packed) and value.layout == layout:
-      value = unpack(value)
+      value = unpack_views.split_unpack(value)
     elif key == "value_fn" and callable(value):
       value = (lambda fn: lambda tree, *a, **k: fn(repack(tree, layout), *a, **k))(value)
     out[key] = value
@@ -399,11 +399,15 @@ def per_leaf_views(tx: base.GradientTransformation) -> base.GradientTransformati
 
   On plain trees it is ``tx``. Given a ``Packed``, ``tx`` runs on the unpacked views of
   the updates, params and packed extra arguments (its state is built on the plain tree),
-  and its updates are packed again in the updates' layout.
+  and its updates are packed again in the updates' layout. The views are cut at constant
+  offsets (``unpack_views.split_unpack``): XLA carries the buffers' shardings through
+  those into the per-leaf state, which it does not through ``unpack``'s run-time offsets,
+  and an optimizer's few per-leaf kernels gain nothing from shared kernels.
   """
 
   def init(params):
-    return tx.init(unpack(params) if isinstance(params, Packed) else params)
+    return tx.init(unpack_views.split_unpack(params) if isinstance(params, Packed)
+                   else params)
 
   def update(updates, state, params=None, **extra_args):
     if not isinstance(updates, Packed):
@@ -411,9 +415,9 @@ def per_leaf_views(tx: base.GradientTransformation) -> base.GradientTransformati
     layout = updates.layout
     if params is not None:
       check_layouts("per-leaf transform", updates, params)
-      params = unpack(params)
-    new_updates, state = base.call_update(tx, unpack(updates), state, params,
-                                          _views_of_extra_args(extra_args, layout))
+      params = unpack_views.split_unpack(params)
+    new_updates, state = base.call_update(tx, unpack_views.split_unpack(updates), state,
+                                          params, _views_of_extra_args(extra_args, layout))
     return repack(new_updates, layout), state
 
   return base.GradientTransformationExtraArgs(init, update)
