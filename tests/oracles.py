@@ -22,20 +22,29 @@ def jitted_step(tx, loss_fn=loss, extra_args=False):
   With ``extra_args``, ``update`` also gets ``value=``, ``grad=`` and ``value_fn=``.
   """
   traces = []
+  one = _step(tx, loss_fn, extra_args)
 
   @jax.jit
   def step(params, state):
     traces.append(1)
+    return one(params, state)
+
+  return step, traces
+
+
+def _step(tx, loss_fn, extra_args):
+  """One training step of ``tx`` on ``loss_fn``, ``(params, state) -> (params, state)``."""
+
+  def step(params, state):
     value, grads = jax.value_and_grad(loss_fn)(params)
     if extra_args:
       updates, state = tx.update(grads, state, params, value=value, grad=grads,
                                  value_fn=loss_fn)
     else:
       updates, state = tx.update(grads, state, params)
-    params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
-    return params, state
+    return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates), state
 
-  return step, traces
+  return step
 
 
 def trajectory(tx, params, steps=STEPS, loss_fn=loss, extra_args=False,
@@ -59,16 +68,8 @@ def paired_trajectories(ours, theirs, params, steps=STEPS, loss_fn=loss, extra_a
   operands, so each computes what :func:`trajectory` computes; one compilation instead
   of two, which is what most oracle tests spend their time on."""
 
-  def one(tx, params, state):
-    value, grads = jax.value_and_grad(loss_fn)(params)
-    if extra_args:
-      updates, state = tx.update(grads, state, params, value=value, grad=grads,
-                                 value_fn=loss_fn)
-    else:
-      updates, state = tx.update(grads, state, params)
-    return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates), state
-
-  step = jax.jit(lambda a, b: (one(ours, *a), one(theirs, *b)))
+  ours_step, theirs_step = (_step(tx, loss_fn, extra_args) for tx in (ours, theirs))
+  step = jax.jit(lambda a, b: (ours_step(*a), theirs_step(*b)))
   a, b = (params, ours.init(params)), (params, theirs.init(params))
   paths = [], []
   for _ in range(steps):
