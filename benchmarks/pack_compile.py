@@ -33,15 +33,13 @@ import hashlib
 import platform
 import re
 import statistics
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import gradtx as gtx
+import train_step  # the script's folder is on sys.path
 from gradtx._src import unpack_views
-from optimizer_step import compile_donated  # the script's folder is on sys.path
 from train_step import mlp, synthetic
 
 SIZE = 2000
@@ -76,39 +74,15 @@ def clipped_adamw(lib):
   return lib.chain(lib.clip_by_global_norm(1.0), lib.adamw(1e-3))
 
 
-class TrainStep:
-  """A donated, jitted train step on ``params`` (a plain tree, or packed and read through
-  ``unpack``), compiled once; ``run(k)`` takes ``k`` steps and returns seconds per step."""
+class TrainStep(train_step.JaxTrainStep):
+  """``train_step.py``'s train step with the clipped AdamW of ``lib``, not run after
+  compiling (the contenders' params are compared from the start), and its kernel counts."""
 
   def __init__(self, lib, problem, unpack=None):
     params, batch, loss, _ = problem
-    if unpack is not None:
-      params = gtx.pack(params)
-      plain_loss = loss
-      loss = lambda packed, b: plain_loss(unpack(packed), b)
-    tx = clipped_adamw(lib)
-    self.params = jax.tree.map(jnp.copy, params)
-    self.state = tx.init(self.params)
-    self.batch = batch
-    self.unpack = unpack
-
-    def step(params, state, batch):
-      value, grads = jax.value_and_grad(loss)(params, batch)
-      updates, state = tx.update(grads, state, params)
-      return lib.apply_updates(params, updates), state, value
-
-    self.step, self.compile_s, _ = compile_donated(step, self.params, self.state, batch)
+    super().__init__(clipped_adamw(lib), lib.apply_updates, params, batch, loss,
+                     unpack=unpack, warm=False)
     self.kernels = kernel_counts(self.step.as_text())
-
-  def run(self, k: int) -> float:
-    start = time.perf_counter()
-    for _ in range(k):
-      self.params, self.state, value = self.step(self.params, self.state, self.batch)
-    value.block_until_ready()
-    return (time.perf_counter() - start) / k
-
-  def plain_params(self):
-    return self.unpack(self.params) if self.unpack is not None else self.params
 
 
 CHOSEN = None  # --contenders

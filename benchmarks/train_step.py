@@ -111,13 +111,18 @@ def mlp(depth: int, width: int, seed: int = 0):
 
 
 class JaxTrainStep:
-  """A donated, jitted train step: value_and_grad, ``tx.update``, ``apply_updates``."""
+  """A donated, jitted train step: value_and_grad, ``tx.update``, ``apply_updates``.
 
-  def __init__(self, tx, apply_updates, params, batch, loss, packed=False):
-    if packed:
+  With ``unpack`` (``gtx.unpack``, or another way to read packed params) the params are
+  ``gtx.pack``ed and the loss is written on ``unpack(packed)``. ``warm`` runs one step
+  after compiling, so that timings start from a run step."""
+
+  def __init__(self, tx, apply_updates, params, batch, loss, unpack=None, warm=True):
+    if unpack is not None:
       params = gtx.pack(params)
       plain_loss = loss
-      loss = lambda packed_params, b: plain_loss(gtx.unpack(packed_params), b)
+      loss = lambda packed_params, b: plain_loss(unpack(packed_params), b)
+    self.unpack = unpack
     self.params = jax.tree.map(jnp.copy, params)
     self.state = tx.init(self.params)
     self.batch = batch
@@ -130,7 +135,8 @@ class JaxTrainStep:
 
     self.step, self.compile_s, self.peak_bytes = compile_donated(
         step, self.params, self.state, batch)
-    self.run(1)
+    if warm:
+      self.run(1)
 
   def run(self, k: int) -> float:
     start = time.perf_counter()
@@ -138,6 +144,10 @@ class JaxTrainStep:
       self.params, self.state, value = self.step(self.params, self.state, self.batch)
     value.block_until_ready()
     return (time.perf_counter() - start) / k
+
+  def plain_params(self):
+    """The params as the plain tree."""
+    return self.params if self.unpack is None else self.unpack(self.params)
 
 
 class TorchTrainStep:
@@ -173,7 +183,7 @@ def contenders(problem, with_torch=True) -> dict:
   built["gradtx"] = lambda: JaxTrainStep(gtx.adam(1e-3), gtx.apply_updates, params, batch,
                                          loss)
   built["gradtx packed"] = lambda: JaxTrainStep(gtx.adam(1e-3), gtx.apply_updates, params,
-                                                batch, loss, packed=True)
+                                                batch, loss, unpack=gtx.unpack)
   if with_torch:
     try:
       import torch  # noqa: F401
@@ -234,7 +244,8 @@ def bench_compile(leaves: int, size: int, repeats: int) -> None:
     for name, (make, packed) in makers.items():
       jax.clear_caches()
       seconds[name].append(JaxTrainStep(make(), gtx.apply_updates, params, batch, loss,
-                                        packed=packed).compile_s)
+                                        unpack=gtx.unpack if packed else None,
+                                        warm=False).compile_s)
   base = statistics.median(seconds["optax"]) if "optax" in seconds else float("nan")
   for name, runs in seconds.items():
     runs_text = ", ".join(f"{s:.1f}" for s in runs)
