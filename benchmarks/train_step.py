@@ -2,13 +2,17 @@
 
 For each problem this builds one train step per contender, times them round by round
 (every contender once per round, medians over the rounds) and prints the step time, the
-ratio to Optax, the first-call compile time and XLA's estimate of the step's peak memory:
+ratio to Optax, the first-call compile time, XLA's estimate of the step's peak memory, the
+arrays crossing the step and the concatenations XLA runs as passes of their own (the
+gradient's assembly into a buffer, when not fused into the kernels computing its pieces):
 
 - **optax**: ``jax.value_and_grad`` of the loss on the params tree, ``optax.adam`` and
   ``optax.apply_updates``, in one jitted step that donates params and optimizer state;
 - **gradtx**: the same with ``gtx.adam`` on the plain tree;
 - **gradtx packed**: the params packed once with ``gtx.pack``; the loss is written on
   ``gtx.unpack(packed)``, so the gradient, the Adam state and the update are a few buffers;
+- **packed <=N**: the same with ``gtx.pack(params, max_buffer_size=N)``: buffers of at
+  most N elements (runs of consecutive leaves; a larger leaf alone);
 - **torch fused**: the same model in torch (CPU), ``torch.optim.Adam(fused=True)``, forward,
   backward and step (synthetic trees and the MLP).
 
@@ -26,7 +30,9 @@ the 2000-leaf train step with ``chain(clip_by_global_norm(1.0), adamw(1e-3))``.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
+import re
 import statistics
 import time
 
@@ -41,6 +47,8 @@ SHAPES = {"1x4M": (1, 4_000_000), "100x40k": (100, 40_000), "2000x2k": (2000, 2_
 QUICK_SHAPES = {"1x400k": (1, 400_000), "100x4k": (100, 4_000), "500x200": (500, 200)}
 MLP = {"mlp": (96, 64)}          # depth, width: 4 arrays per layer
 QUICK_MLP = {"mlp": (16, 32)}
+# The packed contender with buffers of at most this many elements (see --buffer-sizes).
+BUFFER_SIZE = 16_384
 
 
 # Problems: params, a batch, a JAX loss(params, batch), and a torch twin.
@@ -114,12 +122,14 @@ class JaxTrainStep:
   """A donated, jitted train step: value_and_grad, ``tx.update``, ``apply_updates``.
 
   With ``unpack`` (``gtx.unpack``, or another way to read packed params) the params are
-  ``gtx.pack``ed and the loss is written on ``unpack(packed)``. ``warm`` runs one step
-  after compiling, so that timings start from a run step."""
+  ``gtx.pack``ed (with ``max_buffer_size``) and the loss is written on
+  ``unpack(packed)``. ``warm`` runs one step after compiling, so that timings start
+  from a run step."""
 
-  def __init__(self, tx, apply_updates, params, batch, loss, unpack=None, warm=True):
+  def __init__(self, tx, apply_updates, params, batch, loss, unpack=None, warm=True,
+               max_buffer_size=None):
     if unpack is not None:
-      params = gtx.pack(params)
+      params = gtx.pack(params, max_buffer_size=max_buffer_size)
       plain_loss = loss
       loss = lambda packed_params, b: plain_loss(unpack(packed_params), b)
     self.unpack = unpack
@@ -135,6 +145,7 @@ class JaxTrainStep:
 
     self.step, self.compile_s, self.peak_bytes = compile_donated(
         step, self.params, self.state, batch)
+    self.concats = unfused_concatenates(self.step.as_text())
     if warm:
       self.run(1)
 
@@ -150,6 +161,12 @@ class JaxTrainStep:
     return self.params if self.unpack is None else self.unpack(self.params)
 
 
+def unfused_concatenates(hlo_text: str) -> int:
+  """The concatenations a compiled module runs as passes of their own (in its entry
+  computation, not fused into the kernels that compute their pieces)."""
+  return len(re.findall(r" concatenate\(", hlo_text[hlo_text.index("ENTRY"):]))
+
+
 class TorchTrainStep:
   """forward, backward and ``Adam(fused=True).step()`` on the problem's torch twin."""
 
@@ -159,6 +176,7 @@ class TorchTrainStep:
     self.opt = torch.optim.Adam(self.params, lr=1e-3, fused=True)
     self.compile_s = 0.0
     self.peak_bytes = None
+    self.concats = None
     self.arrays = len(self.params)
     self.run(3)  # warm-up: torch's first steps allocate the state and the autograd graph
 
@@ -171,7 +189,7 @@ class TorchTrainStep:
     return (time.perf_counter() - start) / k
 
 
-def contenders(problem, with_torch=True) -> dict:
+def contenders(problem, with_torch=True, buffer_sizes=()) -> dict:
   params, batch, loss, torch_twin = problem
   built = {}
   try:
@@ -184,6 +202,10 @@ def contenders(problem, with_torch=True) -> dict:
                                          loss)
   built["gradtx packed"] = lambda: JaxTrainStep(gtx.adam(1e-3), gtx.apply_updates, params,
                                                 batch, loss, unpack=gtx.unpack)
+  for size in buffer_sizes:
+    built[f"packed <={size}"] = functools.partial(
+        JaxTrainStep, gtx.adam(1e-3), gtx.apply_updates, params, batch, loss,
+        unpack=gtx.unpack, max_buffer_size=size)
   if with_torch:
     try:
       import torch  # noqa: F401
@@ -205,21 +227,22 @@ def mib(n) -> str:
   return "-" if n is None else f"{n / 2**20:.1f}"
 
 
-def bench_problem(label: str, problem, rounds: int, per_round: int) -> None:
+def bench_problem(label: str, problem, rounds: int, per_round: int,
+                  buffer_sizes=()) -> None:
   params = problem[0]
   leaves = jax.tree.leaves(params)
-  steps = contenders(problem)
+  steps = contenders(problem, buffer_sizes=buffer_sizes)
   times = time_round_robin(steps, rounds, per_round)
   base = times["optax"][0] if "optax" in times else float("nan")
   print(f"\n{label}: {len(leaves)} parameter arrays, {sum(x.size for x in leaves):,} "
         f"floats; Adam; median (min-max) of {rounds} rounds of {per_round} steps")
   print(f"  {'contender':14s} {'step ms':>9s} {'min-max ms':>15s} {'vs optax':>9s} "
-        f"{'compile s':>10s} {'peak MiB':>9s} {'arrays':>7s}")
+        f"{'compile s':>10s} {'peak MiB':>9s} {'arrays':>7s} {'concats':>7s}")
   for name, step in steps.items():
     median, low, high = times[name]
     print(f"  {name:14s} {median * 1e3:9.2f} {low * 1e3:7.2f}-{high * 1e3:<7.2f} "
           f"{base / median:8.2f}x {step.compile_s:10.2f} {mib(step.peak_bytes):>9s} "
-          f"{step.arrays:7d}")
+          f"{step.arrays:7d} {'-' if step.concats is None else step.concats:>7}")
 
 
 def bench_compile(leaves: int, size: int, repeats: int) -> None:
@@ -266,6 +289,9 @@ def main() -> None:
   parser.add_argument("--compile-repeats", type=int, default=None,
                       help="Runs of the compile-time table (default: 3, or 1 with --quick; "
                            "0 skips it).")
+  parser.add_argument("--buffer-sizes", nargs="*", type=int, default=[BUFFER_SIZE],
+                      help="Also time packed params with each max_buffer_size given "
+                           f"(elements; default: {BUFFER_SIZE}; none: only one buffer).")
   args = parser.parse_args()
 
   shapes, mlps = (QUICK_SHAPES, QUICK_MLP) if args.quick else (SHAPES, MLP)
@@ -277,11 +303,11 @@ def main() -> None:
         f"{jax.local_device_count()} device)")
   for label in wanted:
     if label in shapes:
-      bench_problem(label, synthetic(*shapes[label]), rounds, per_round)
+      bench_problem(label, synthetic(*shapes[label]), rounds, per_round, args.buffer_sizes)
     elif label in mlps:
       depth, width = mlps[label]
       bench_problem(f"mlp (Flax, {depth} x Dense({width}) + LayerNorm)", mlp(depth, width),
-                    rounds, per_round)
+                    rounds, per_round, args.buffer_sizes)
     else:
       parser.error(f"unknown problem {label!r}")
   repeats = args.compile_repeats if args.compile_repeats is not None else (

@@ -74,7 +74,8 @@ def unpack_args(fn: Callable[..., Any]) -> Callable[..., Any]:
   return _UnpackArgs(fn)
 
 
-def split_packed(node: Any, *filters: Any, labels: Any = None) -> tuple[Any, ...]:
+def split_packed(node: Any, *filters: Any, labels: Any = None,
+                 max_buffer_size: int | None = None) -> tuple[Any, ...]:
   """``nnx.split(node, *filters)`` with the first state packed.
 
   Args:
@@ -83,6 +84,7 @@ def split_packed(node: Any, *filters: Any, labels: Any = None) -> tuple[Any, ...
       ``(nnx.Param, ...)``: the params, and everything else as one state.
     labels: optional, passed to :func:`gradtx.pack` (a tree with the params' ``nnx.State``
       structure, or a function of it).
+    max_buffer_size: optional, passed to :func:`gradtx.pack`.
 
   Returns:
     ``(graphdef, packed, *states)``: ``packed`` is ``gradtx.pack`` of the first
@@ -92,7 +94,7 @@ def split_packed(node: Any, *filters: Any, labels: Any = None) -> tuple[Any, ...
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   graphdef, params, *states = nnx.split(node, *(filters or (nnx.Param, ...)))
-  return (graphdef, pack(params, labels), *states)
+  return (graphdef, pack(params, labels, max_buffer_size=max_buffer_size), *states)
 
 
 def merge_packed(graphdef: Any, packed: Packed, *states: Any) -> Any:

@@ -156,6 +156,49 @@ def test_multiple_of_must_be_an_integer_of_at_least_one(bad, error):
     gtx.pack({"a": jnp.ones(3)}, None, 8)  # keyword-only
 
 
+# --- max_buffer_size: a group laid out as several buffers ------------------------------
+
+
+def test_max_buffer_size_splits_a_group_into_runs_of_consecutive_leaves():
+  tree = mixed_tree()  # float32 leaves in tree order: cube 24, matrix 12, scalar 1, vector 5
+  packed = gtx.pack(tree, max_buffer_size=16)
+  # The cube alone (it holds more than 16); matrix + scalar = 13; the vector would make 18.
+  assert list(packed) == ["bfloat16", "float32#0", "float32#1", "float32#2"]
+  assert [b.shape[0] for b in packed.buffers] == [3, 24, 13, 5]
+  assert [s.group for s in packed.layout.slots] == [0, 1, 2, 2, 3]
+  unpacked = gtx.unpack(packed)
+  for x, y in zip(jax.tree.leaves(unpacked), jax.tree.leaves(tree), strict=True):
+    assert x.dtype == y.dtype and x.shape == y.shape
+    np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
+  # Large enough for each group, it is one buffer per group; labels split first.
+  assert gtx.pack(tree, max_buffer_size=42).layout == gtx.pack(tree).layout
+  labelled = gtx.pack(tree, lambda t: jax.tree.map(lambda x: x.ndim > 1, t),
+                      max_buffer_size=24, multiple_of=8)
+  assert list(labelled) == ["bfloat16/False", "float32/True#0", "float32/True#1",
+                            "float32/False"]
+  assert [b.shape[0] for b in labelled.buffers] == [8, 24, 16, 8]  # 3, 24, 12, 6
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError),
+                                        (1e6, TypeError), (False, TypeError)])
+def test_max_buffer_size_must_be_an_integer_of_at_least_one(bad, error):
+  with pytest.raises(error, match=r"^pack: max_buffer_size must be an integer >= 1 or None"):
+    gtx.pack({"a": jnp.ones(3)}, max_buffer_size=bad)
+
+
+SPLIT = ["adam", "chain", "lamb/mask", "partition", "adafactor/momentum_decay", "lbfgs"]
+
+
+@pytest.mark.parametrize("name", SPLIT)
+def test_training_on_split_buffers_equals_plain_training_in_float64(name, loss_on_packed):
+  """Every leaf in a buffer of its own (``max_buffer_size=1``): per-buffer rules, global
+  norms and per-leaf views must still combine the buffers as one tree."""
+  with jax.enable_x64(True):
+    params = test_properties.make_params(jnp.float64)
+    plain, packed, _ = train_both(TRANSFORMS[name], params, 10, max_buffer_size=1)
+    assert_trees_close(packed, plain, F64, name)
+
+
 def test_zero_padding_puts_back_the_zeros_a_rule_wrote():
   """Yogi's rule moves coordinates whose gradient is zero (its first moment starts at
   1e-6); ``zero_padding`` after adding its updates keeps the padded params' padding at
@@ -192,15 +235,16 @@ def train(factory, params, steps, packed, labels=None):
   return jax.jit(lambda params: _scan(factory(), params, steps, packed, labels)[0])(params)
 
 
-def train_both(factory, params, steps, labels=None, multiple_of=None):
+def train_both(factory, params, steps, labels=None, multiple_of=None, max_buffer_size=None):
   """``(plain, packed, padding)``: both trainings of :func:`train` in one compiled
-  function, the packed one with ``pack(..., multiple_of=multiple_of)``; ``padding`` is the
-  largest magnitude in the padding of the packed params after the steps (the sum of the
-  updates written there: zero when every step's updates are zero there)."""
+  function, the packed one with ``pack(..., multiple_of=, max_buffer_size=)``;
+  ``padding`` is the largest magnitude in the padding of the packed params after the
+  steps (the sum of the updates written there: zero when every step's updates are zero
+  there)."""
   tx = factory()
   return jax.jit(lambda params: (
       _scan(tx, params, steps, False, labels)[0],
-      *_scan(tx, params, steps, True, labels, multiple_of)))(params)
+      *_scan(tx, params, steps, True, labels, multiple_of, max_buffer_size)))(params)
 
 
 def largest_in_padding(packed):
@@ -210,7 +254,7 @@ def largest_in_padding(packed):
   return jnp.max(jnp.stack(pads)) if pads else jnp.zeros(())
 
 
-def _scan(tx, params, steps, packed, labels, multiple_of=None):
+def _scan(tx, params, steps, packed, labels, multiple_of=None, max_buffer_size=None):
 
   def step(carry, _):
     p, state = carry
@@ -219,7 +263,8 @@ def _scan(tx, params, steps, packed, labels, multiple_of=None):
     assert isinstance(p, gtx.Packed) == packed
     return (p, state), None
 
-  p = gtx.pack(params, labels, multiple_of=multiple_of) if packed else params
+  p = gtx.pack(params, labels, multiple_of=multiple_of,
+               max_buffer_size=max_buffer_size) if packed else params
   (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), length=steps)
   return (gtx.unpack(p), largest_in_padding(p)) if packed else (p, None)
 

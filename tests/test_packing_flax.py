@@ -226,6 +226,11 @@ def test_split_packed_filters_and_labels():
 
   _, labelled, _ = gtx.flax.split_packed(model, labels=labels)
   assert labelled.keys() == ["float32/body", "float32/head"]
+  # Buffers of at most 1 element: a buffer per leaf, the module the same when merged.
+  _, split, _ = gtx.flax.split_packed(model, max_buffer_size=1)
+  assert len(split.buffers) == len(jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert_identical(nnx.state(gtx.flax.merge_packed(graphdef, split, stats, others)),
+                   nnx.state(model))
   # The packed arrays are a copy: the module keeps its own.
   packed_again = gtx.flax.split_packed(model)[1]
   assert packed_again.buffers[0] is not packed.buffers[0]
