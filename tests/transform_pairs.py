@@ -25,8 +25,9 @@ DTYPES = [jnp.float32, jnp.float64]
 
 
 def precision(dtype):
-  """``jax.enable_x64`` for float64, nothing for float32."""
-  return jax.enable_x64(True) if dtype == jnp.float64 else contextlib.nullcontext()
+  """``jax.enable_x64`` for float64, nothing for float32 (a dtype or its name)."""
+  return (jax.enable_x64(True) if jnp.dtype(dtype) == jnp.float64
+          else contextlib.nullcontext())
 
 
 def layout(tree):
