@@ -177,6 +177,10 @@ def test_max_buffer_size_splits_a_group_into_runs_of_consecutive_leaves():
   assert list(labelled) == ["bfloat16/False", "float32/True#0", "float32/True#1",
                             "float32/False"]
   assert [b.shape[0] for b in labelled.buffers] == [8, 24, 16, 8]  # 3, 24, 12, 6
+  # Names stay unique: a label that reads like a part number is refused.
+  with pytest.raises(ValueError, match="two buffers would both be named 'float32/a#0'"):
+    gtx.pack({"x": jnp.ones(3), "y": jnp.ones(3), "z": jnp.ones(1)},
+             labels={"x": "a", "y": "a", "z": "a#0"}, max_buffer_size=3)
 
 
 @pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError),

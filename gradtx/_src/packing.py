@@ -1,7 +1,8 @@
 """Packed parameters: a params tree laid out as a few contiguous 1-D buffers.
 
 ``pack(params)`` concatenates the raveled leaves of each group (their dtype, and their
-label when ``labels`` is given) into one buffer and returns a :class:`Packed`: a pytree
+label when ``labels`` is given) into one buffer (or, with ``max_buffer_size``, into
+buffers of at most that many elements) and returns a :class:`Packed`: a pytree
 whose only array leaves are those buffers, with the layout (tree structure, each leaf's
 group, offset and shape, the groups' keys) as static metadata. ``unpack(packed)`` gives
 the original tree back, each leaf a reshaped piece of its buffer.
@@ -80,6 +81,10 @@ class Layout:
         part = seen[dtype, label] = seen.get((dtype, label), -1) + 1
         name = f"{name}#{part}"
       names.append(name)
+    if len(set(names)) < len(names):
+      raise ValueError(f"pack: two buffers would both be named {_repeated(names)!r} (a "
+                       "label ending in '#<number>' reads like a part of a split group); "
+                       "rename that label")
     object.__setattr__(self, "_names", tuple(names))
 
   def _key(self) -> tuple[Any, ...]:
@@ -117,6 +122,10 @@ class Layout:
     multiple = f", lengths multiples of {self.multiple_of}" if self.multiple_of > 1 else ""
     return (f"Layout({len(self.slots)} leaves of {self.treedef} in {len(self.groups)} "
             f"buffers{multiple}: " + "; ".join(parts) + ")")
+
+
+def _repeated(names: list[str]) -> str:
+  return next(name for i, name in enumerate(names) if name in names[:i])
 
 
 # Equal layouts are one object, so that the comparison jit makes at every call is an
@@ -165,7 +174,9 @@ class Packed:
     return hash((self.layout, self.buffers))
 
   def keys(self) -> list[str]:
-    """The groups' names: the dtype, and ``dtype/label`` when packed with labels."""
+    """The buffers' names: the dtype, ``dtype/label`` when packed with labels, and
+    ``#0``, ``#1``, ... after it for the buffers of a group split by
+    ``max_buffer_size``."""
     return [self.layout.group_name(g) for g in range(len(self.layout.groups))]
 
   def __getitem__(self, name: str) -> Any:
@@ -238,7 +249,8 @@ def layout_of(params: PyTree, labels: Any = None, none_leaves: bool = False,
               multiple_of: int = 1, max_buffer_size: int | None = None) -> Layout:
   """The :class:`Layout` that :func:`pack` gives ``params`` (no arrays are touched).
   With ``none_leaves``, None entries are empty subtrees (as in ``jax.tree``), not errors;
-  ``multiple_of`` and ``max_buffer_size`` are :func:`pack`'s (1 and None for None)."""
+  ``multiple_of`` (1: no padding) and ``max_buffer_size`` (None: one buffer per group)
+  are :func:`pack`'s."""
   with_path, treedef = jax.tree_util.tree_flatten_with_path(
       params, is_leaf=None if none_leaves else (lambda x: x is None))
   paths = [jax.tree_util.keystr(path) for path, _ in with_path]
