@@ -15,17 +15,22 @@ import pytest
 import gradtx as gtx
 from conftest import load_script
 
+# One worker runs every test of this module (--dist loadgroup), so the session-scoped
+# fixture below (a subprocess or example run of 10-25 s) runs once per test run, not
+# once per worker.
+pytestmark = pytest.mark.xdist_group("test_checkpoint")
+
 pytest.importorskip("orbax.checkpoint")
 
 STEPS, SAVE_AT = 20, 9
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def example():
   return load_script("examples/checkpoint_resume.py")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo(example, tmp_path_factory):
   """Runs the example's demo once: phases 1 and 2 here, phase 3 in a subprocess."""
   directory = tmp_path_factory.mktemp("ckpt")

@@ -31,6 +31,11 @@ import pytest
 import gradtx as gtx
 from conftest import eight_device_report, make_params
 
+# One worker runs every test of this module (--dist loadgroup), so the session-scoped
+# fixture below (a subprocess or example run of 10-25 s) runs once per test run, not
+# once per worker.
+pytestmark = pytest.mark.xdist_group("test_local_sgd")
+
 WORKER = pathlib.Path(__file__).resolve().parent / "local_sgd_worker.py"
 
 
@@ -312,7 +317,7 @@ def test_named_axis_outside_a_mapped_context_is_an_error():
 # --- 8 devices -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def report():
   return eight_device_report(WORKER)
 

@@ -29,12 +29,17 @@ from conftest import eight_device_report
 from gradtx._src.combine import MaskedNode
 from gradtx._src.sharding import state_shardings
 
+# One worker runs every test of this module (--dist loadgroup), so the session-scoped
+# fixture below (a subprocess or example run of 10-25 s) runs once per test run, not
+# once per worker.
+pytestmark = pytest.mark.xdist_group("test_mesh")
+
 WORKER = pathlib.Path(__file__).resolve().parent / "mesh_worker.py"
 TOL = 1e-6
 LAYOUTS = ("replicated", "sharded", "zero1")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def report():
   return eight_device_report(WORKER, 20)
 

@@ -29,6 +29,11 @@ import gradtx as gtx
 from conftest import eight_device_report
 from gradtx._src.sharding import check_packable
 
+# One worker runs every test of this module (--dist loadgroup), so the session-scoped
+# fixture below (a subprocess or example run of 10-25 s) runs once per test run, not
+# once per worker.
+pytestmark = pytest.mark.xdist_group("test_packing_sharding")
+
 WORKER = pathlib.Path(__file__).resolve().parent / "packing_sharding_worker.py"
 TOL = 1e-6
 OPTIMIZERS = ("adam", "clip+adamw", "adafactor")
@@ -36,7 +41,7 @@ WHAT_TO_DO = ("packing concatenates leaves, which would gather them onto every d
               "pack only replicated params")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def report():
   return eight_device_report(WORKER)
 

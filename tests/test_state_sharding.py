@@ -27,10 +27,15 @@ import pytest
 from conftest import eight_device_report
 from sharding_worker import NAMES
 
+# One worker runs every test of this module (--dist loadgroup), so the session-scoped
+# fixture below (a subprocess or example run of 10-25 s) runs once per test run, not
+# once per worker.
+pytestmark = pytest.mark.xdist_group("test_state_sharding")
+
 WORKER = pathlib.Path(__file__).resolve().parent / "sharding_worker.py"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def report():
   return eight_device_report(WORKER)
 
