@@ -558,9 +558,11 @@ def assert_matches_finite_difference(fn, x, direction, h=1e-5, rtol=1e-5):
   """``<grad fn(x), direction>`` against a central difference along ``direction``, in
   float64: truncation error O(h**2), rounding error O(1e-16/h). Two compilations: the
   gradient, and ``fn`` once, called at both shifted points (tracing ``fn`` twice more into
-  the gradient's program made it a third larger, and compile time grows with it)."""
+  the gradient's one program compiled slower: a 23-transform sample took 40.4 s, against
+  36.4 s so)."""
   grad = jax.jit(jax.grad(fn))(x)
-  along = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
+  along = sum(jnp.vdot(g, d)
+              for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
   value = jax.jit(fn)
   shifted = lambda s: jax.tree.map(lambda a, d: a + s * d, x, direction)  # noqa: E731
   central = (value(shifted(h)) - value(shifted(-h))) / (2 * h)
