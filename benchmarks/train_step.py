@@ -13,6 +13,10 @@ gradient's assembly into a buffer, when not fused into the kernels computing its
   ``gtx.unpack(packed)``, so the gradient, the Adam state and the update are a few buffers;
 - **packed <=N**: the same with ``gtx.pack(params, max_buffer_size=N)``: buffers of at
   most N elements (runs of consecutive leaves; a larger leaf alone);
+- **floor <=N**: no optimizer: the step computes the loss and its gradient on the packed
+  params (buffers of at most N elements) and writes the gradient where the params were.
+  Every optimizer's packed step does at least this, so ``optax / floor`` bounds the
+  factor by which any packed Adam step can beat Optax on that problem and machine;
 - **torch fused**: the same model in torch (CPU), ``torch.optim.Adam(fused=True)``, forward,
   backward and step (synthetic trees and the MLP).
 
@@ -205,6 +209,11 @@ def contenders(problem, with_torch=True, buffer_sizes=()) -> dict:
   for size in buffer_sizes:
     built[f"packed <={size}"] = functools.partial(
         JaxTrainStep, gtx.adam(1e-3), gtx.apply_updates, params, batch, loss,
+        unpack=gtx.unpack, max_buffer_size=size)
+  for size in buffer_sizes:
+    # The gradient, written into the donated params' buffers: the floor of a packed step.
+    built[f"floor <={size}"] = functools.partial(
+        JaxTrainStep, gtx.identity(), lambda params, updates: updates, params, batch, loss,
         unpack=gtx.unpack, max_buffer_size=size)
   if with_torch:
     try:
