@@ -13,6 +13,8 @@ gradient's assembly into a buffer, when not fused into the kernels computing its
   ``gtx.unpack(packed)``, so the gradient, the Adam state and the update are a few buffers;
 - **packed <=N**: the same with ``gtx.pack(params, max_buffer_size=N)``: buffers of at
   most N elements (runs of consecutive leaves; a larger leaf alone);
+- **packed <=K leaves**: the same with ``gtx.pack(params, max_buffer_leaves=K)``: runs of
+  at most K consecutive leaves per buffer;
 - **floor <=N**: no optimizer: the step computes the loss and its gradient on the packed
   params (buffers of at most N elements) and writes the gradient where the params were.
   Every optimizer's packed step does at least this, so ``optax / floor`` bounds the
@@ -21,7 +23,8 @@ gradient's assembly into a buffer, when not fused into the kernels computing its
   backward and step (synthetic trees and the MLP).
 
 Problems: the synthetic trees of ``optimizer_step.py`` (1x4M, 100x40k, 2000x2k: leaves of
-float32 whose loss is ``sum_i mean((w_i - x)**2)`` against one data vector ``x`` per step)
+float32 whose loss is ``sum_i mean((w_i - x)**2)`` against one data vector ``x`` per step;
+and 500x8k, the same 4M floats in 500 leaves)
 and a real Flax model with many parameter arrays: a deep MLP (``Dense`` + ``LayerNorm`` per
 layer, no scan over layers) on a digits-sized batch. A last table times the compilation of
 the 2000-leaf train step with ``chain(clip_by_global_norm(1.0), adamw(1e-3))``.
@@ -47,12 +50,16 @@ import numpy as np
 import gradtx as gtx
 from optimizer_step import compile_donated  # the script's folder is on sys.path
 
-SHAPES = {"1x4M": (1, 4_000_000), "100x40k": (100, 40_000), "2000x2k": (2000, 2_000)}
+SHAPES = {"1x4M": (1, 4_000_000), "100x40k": (100, 40_000), "500x8k": (500, 8_000),
+          "2000x2k": (2000, 2_000)}
 QUICK_SHAPES = {"1x400k": (1, 400_000), "100x4k": (100, 4_000), "500x200": (500, 200)}
 MLP = {"mlp": (96, 64)}          # depth, width: 4 arrays per layer
 QUICK_MLP = {"mlp": (16, 32)}
-# The packed contender with buffers of at most this many elements (see --buffer-sizes).
+# The packed contender with buffers of at most this many elements (see --buffer-sizes),
+# and with at most this many leaves (--buffer-leaves: XLA:CPU fuses a concatenation of at
+# most 8 pieces into the kernels computing them, see concat_fusion.py).
 BUFFER_SIZE = 16_384
+BUFFER_LEAVES = 8
 
 
 # Problems: params, a batch, a JAX loss(params, batch), and a torch twin.
@@ -126,14 +133,15 @@ class JaxTrainStep:
   """A donated, jitted train step: value_and_grad, ``tx.update``, ``apply_updates``.
 
   With ``unpack`` (``gtx.unpack``, or another way to read packed params) the params are
-  ``gtx.pack``ed (with ``max_buffer_size``) and the loss is written on
+  ``gtx.pack``ed (with ``max_buffer_size``, ``max_buffer_leaves``) and the loss is written on
   ``unpack(packed)``. ``warm`` runs one step after compiling, so that timings start
   from a run step."""
 
   def __init__(self, tx, apply_updates, params, batch, loss, unpack=None, warm=True,
-               max_buffer_size=None):
+               max_buffer_size=None, max_buffer_leaves=None):
     if unpack is not None:
-      params = gtx.pack(params, max_buffer_size=max_buffer_size)
+      params = gtx.pack(params, max_buffer_size=max_buffer_size,
+                        max_buffer_leaves=max_buffer_leaves)
       plain_loss = loss
       loss = lambda packed_params, b: plain_loss(unpack(packed_params), b)
     self.unpack = unpack
@@ -193,7 +201,7 @@ class TorchTrainStep:
     return (time.perf_counter() - start) / k
 
 
-def contenders(problem, with_torch=True, buffer_sizes=()) -> dict:
+def contenders(problem, with_torch=True, buffer_sizes=(), buffer_leaves=()) -> dict:
   params, batch, loss, torch_twin = problem
   built = {}
   try:
@@ -210,6 +218,10 @@ def contenders(problem, with_torch=True, buffer_sizes=()) -> dict:
     built[f"packed <={size}"] = functools.partial(
         JaxTrainStep, gtx.adam(1e-3), gtx.apply_updates, params, batch, loss,
         unpack=gtx.unpack, max_buffer_size=size)
+  for leaves in buffer_leaves:
+    built[f"packed <={leaves} leaves"] = functools.partial(
+        JaxTrainStep, gtx.adam(1e-3), gtx.apply_updates, params, batch, loss,
+        unpack=gtx.unpack, max_buffer_leaves=leaves)
   for size in buffer_sizes:
     # The gradient, written into the donated params' buffers: the floor of a packed step.
     built[f"floor <={size}"] = functools.partial(
@@ -237,19 +249,19 @@ def mib(n) -> str:
 
 
 def bench_problem(label: str, problem, rounds: int, per_round: int,
-                  buffer_sizes=()) -> None:
+                  buffer_sizes=(), buffer_leaves=()) -> None:
   params = problem[0]
   leaves = jax.tree.leaves(params)
-  steps = contenders(problem, buffer_sizes=buffer_sizes)
+  steps = contenders(problem, buffer_sizes=buffer_sizes, buffer_leaves=buffer_leaves)
   times = time_round_robin(steps, rounds, per_round)
   base = times["optax"][0] if "optax" in times else float("nan")
   print(f"\n{label}: {len(leaves)} parameter arrays, {sum(x.size for x in leaves):,} "
         f"floats; Adam; median (min-max) of {rounds} rounds of {per_round} steps")
-  print(f"  {'contender':14s} {'step ms':>9s} {'min-max ms':>15s} {'vs optax':>9s} "
+  print(f"  {'contender':18s} {'step ms':>9s} {'min-max ms':>15s} {'vs optax':>9s} "
         f"{'compile s':>10s} {'peak MiB':>9s} {'arrays':>7s} {'concats':>7s}")
   for name, step in steps.items():
     median, low, high = times[name]
-    print(f"  {name:14s} {median * 1e3:9.2f} {low * 1e3:7.2f}-{high * 1e3:<7.2f} "
+    print(f"  {name:18s} {median * 1e3:9.2f} {low * 1e3:7.2f}-{high * 1e3:<7.2f} "
           f"{base / median:8.2f}x {step.compile_s:10.2f} {mib(step.peak_bytes):>9s} "
           f"{step.arrays:7d} {'-' if step.concats is None else step.concats:>7}")
 
@@ -301,6 +313,9 @@ def main() -> None:
   parser.add_argument("--buffer-sizes", nargs="*", type=int, default=[BUFFER_SIZE],
                       help="Also time packed params with each max_buffer_size given "
                            f"(elements; default: {BUFFER_SIZE}; none: only one buffer).")
+  parser.add_argument("--buffer-leaves", nargs="*", type=int, default=[BUFFER_LEAVES],
+                      help="Also time packed params with each max_buffer_leaves given "
+                           f"(default: {BUFFER_LEAVES}; none: not timed).")
   args = parser.parse_args()
 
   shapes, mlps = (QUICK_SHAPES, QUICK_MLP) if args.quick else (SHAPES, MLP)
@@ -312,11 +327,12 @@ def main() -> None:
         f"{jax.local_device_count()} device)")
   for label in wanted:
     if label in shapes:
-      bench_problem(label, synthetic(*shapes[label]), rounds, per_round, args.buffer_sizes)
+      bench_problem(label, synthetic(*shapes[label]), rounds, per_round, args.buffer_sizes,
+                    args.buffer_leaves)
     elif label in mlps:
       depth, width = mlps[label]
       bench_problem(f"mlp (Flax, {depth} x Dense({width}) + LayerNorm)", mlp(depth, width),
-                    rounds, per_round, args.buffer_sizes)
+                    rounds, per_round, args.buffer_sizes, args.buffer_leaves)
     else:
       parser.error(f"unknown problem {label!r}")
   repeats = args.compile_repeats if args.compile_repeats is not None else (

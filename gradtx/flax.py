@@ -75,7 +75,8 @@ def unpack_args(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def split_packed(node: Any, *filters: Any, labels: Any = None,
-                 max_buffer_size: int | None = None) -> tuple[Any, ...]:
+                 max_buffer_size: int | None = None,
+                 max_buffer_leaves: int | None = None) -> tuple[Any, ...]:
   """``nnx.split(node, *filters)`` with the first state packed.
 
   Args:
@@ -84,7 +85,7 @@ def split_packed(node: Any, *filters: Any, labels: Any = None,
       ``(nnx.Param, ...)``: the params, and everything else as one state.
     labels: optional, passed to :func:`gradtx.pack` (a tree with the params' ``nnx.State``
       structure, or a function of it).
-    max_buffer_size: optional, passed to :func:`gradtx.pack`.
+    max_buffer_size, max_buffer_leaves: optional, passed to :func:`gradtx.pack`.
 
   Returns:
     ``(graphdef, packed, *states)``: ``packed`` is ``gradtx.pack`` of the first
@@ -94,7 +95,8 @@ def split_packed(node: Any, *filters: Any, labels: Any = None,
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   graphdef, params, *states = nnx.split(node, *(filters or (nnx.Param, ...)))
-  return (graphdef, pack(params, labels, max_buffer_size=max_buffer_size), *states)
+  return (graphdef, pack(params, labels, max_buffer_size=max_buffer_size,
+                         max_buffer_leaves=max_buffer_leaves), *states)
 
 
 def merge_packed(graphdef: Any, packed: Packed, *states: Any) -> Any:

@@ -183,11 +183,36 @@ def test_max_buffer_size_splits_a_group_into_runs_of_consecutive_leaves():
              labels={"x": "a", "y": "a", "z": "a#0"}, max_buffer_size=3)
 
 
+def test_max_buffer_leaves_splits_a_group_into_runs_of_that_many_leaves():
+  tree = mixed_tree()  # float32 leaves in tree order: cube 24, matrix 12, scalar 1, vector 5
+  packed = gtx.pack(tree, max_buffer_leaves=3)
+  assert list(packed) == ["bfloat16", "float32#0", "float32#1"]
+  assert [b.shape[0] for b in packed.buffers] == [3, 37, 5]
+  assert [s.group for s in packed.layout.slots] == [0, 1, 1, 1, 2]
+  for x, y in zip(jax.tree.leaves(gtx.unpack(packed)), jax.tree.leaves(tree), strict=True):
+    assert x.dtype == y.dtype and x.shape == y.shape
+    np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
+  assert gtx.pack(tree, max_buffer_leaves=4).layout == gtx.pack(tree).layout
+  # One leaf per buffer is a buffer per leaf, as max_buffer_size=1 gives.
+  assert gtx.pack(tree, max_buffer_leaves=1).layout == gtx.pack(
+      tree, max_buffer_size=1).layout
+  # With both limits a buffer ends at whichever comes first: the cube (cube + matrix
+  # would hold 36 > 30), matrix + scalar (two leaves; the vector would fit in 30), vector.
+  both = gtx.pack(tree, max_buffer_size=30, max_buffer_leaves=2)
+  assert [b.shape[0] for b in both.buffers] == [3, 24, 13, 5]
+  labelled = gtx.pack(tree, lambda t: jax.tree.map(lambda x: x.ndim > 1, t),
+                      max_buffer_leaves=1, multiple_of=8)
+  assert list(labelled) == ["bfloat16/False", "float32/True#0", "float32/True#1",
+                            "float32/False#0", "float32/False#1"]
+  assert [b.shape[0] for b in labelled.buffers] == [8, 24, 16, 8, 8]  # 3, 24, 12, 1, 5
+
+
+@pytest.mark.parametrize("option", ["max_buffer_size", "max_buffer_leaves"])
 @pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError),
                                         (1e6, TypeError), (False, TypeError)])
-def test_max_buffer_size_must_be_an_integer_of_at_least_one(bad, error):
-  with pytest.raises(error, match=r"^pack: max_buffer_size must be an integer >= 1 or None"):
-    gtx.pack({"a": jnp.ones(3)}, max_buffer_size=bad)
+def test_buffer_limits_must_be_integers_of_at_least_one(option, bad, error):
+  with pytest.raises(error, match=rf"^pack: {option} must be an integer >= 1 or None"):
+    gtx.pack({"a": jnp.ones(3)}, **{option: bad})
 
 
 SPLIT = ["adam", "chain", "lamb/mask", "partition", "adafactor/momentum_decay", "lbfgs"]
@@ -201,6 +226,22 @@ def test_training_on_split_buffers_equals_plain_training_in_float64(name, loss_o
     params = test_properties.make_params(jnp.float64)
     plain, packed, _ = train_both(TRANSFORMS[name], params, 10, max_buffer_size=1)
     assert_trees_close(packed, plain, F64, name)
+
+
+def test_training_on_buffers_of_two_leaves_equals_plain_training_in_float64(
+    loss_on_packed):
+  """``max_buffer_leaves=2`` on a four-leaf tree: two buffers, each of two leaves of
+  different shapes, under a chain with a global norm and per-leaf views (LAMB's trust
+  ratios)."""
+  with jax.enable_x64(True):
+    params = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray(0.5),
+              "c": jnp.arange(4.0) / 4 - 0.3, "d": jnp.ones((2, 2)) * 0.7}
+    factory = lambda: gtx.chain(gtx.clip_by_global_norm(0.5), gtx.lamb(0.1))  # noqa: E731
+    tx = factory()
+    plain = jax.jit(lambda p: _scan(tx, p, 10, False, None)[0])(params)
+    packed = jax.jit(lambda p: _scan(tx, p, 10, True, None, max_buffer_leaves=2)[0])(params)
+    assert len(gtx.pack(params, max_buffer_leaves=2).buffers) == 2
+    assert_trees_close(packed, plain, F64, "max_buffer_leaves=2")
 
 
 def test_zero_padding_puts_back_the_zeros_a_rule_wrote():
@@ -258,7 +299,8 @@ def largest_in_padding(packed):
   return jnp.max(jnp.stack(pads)) if pads else jnp.zeros(())
 
 
-def _scan(tx, params, steps, packed, labels, multiple_of=None, max_buffer_size=None):
+def _scan(tx, params, steps, packed, labels, multiple_of=None, max_buffer_size=None,
+          max_buffer_leaves=None):
 
   def step(carry, _):
     p, state = carry
@@ -267,8 +309,8 @@ def _scan(tx, params, steps, packed, labels, multiple_of=None, max_buffer_size=N
     assert isinstance(p, gtx.Packed) == packed
     return (p, state), None
 
-  p = gtx.pack(params, labels, multiple_of=multiple_of,
-               max_buffer_size=max_buffer_size) if packed else params
+  p = gtx.pack(params, labels, multiple_of=multiple_of, max_buffer_size=max_buffer_size,
+               max_buffer_leaves=max_buffer_leaves) if packed else params
   (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), length=steps)
   return (gtx.unpack(p), largest_in_padding(p)) if packed else (p, None)
 

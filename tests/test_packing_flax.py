@@ -231,6 +231,11 @@ def test_split_packed_filters_and_labels():
   assert len(split.buffers) == len(jax.tree.leaves(nnx.state(model, nnx.Param)))
   assert_identical(nnx.state(gtx.flax.merge_packed(graphdef, split, stats, others)),
                    nnx.state(model))
+  _, pairs, _ = gtx.flax.split_packed(model, max_buffer_leaves=2)
+  groups = [slot.group for slot in pairs.layout.slots]
+  assert groups == [i // 2 for i in range(len(groups))], groups
+  assert_identical(nnx.state(gtx.flax.merge_packed(graphdef, pairs, stats, others)),
+                   nnx.state(model))
   # The packed arrays are a copy: the module keeps its own.
   packed_again = gtx.flax.split_packed(model)[1]
   assert packed_again.buffers[0] is not packed.buffers[0]

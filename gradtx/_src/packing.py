@@ -1,8 +1,8 @@
 """Packed parameters: a params tree laid out as a few contiguous 1-D buffers.
 
 ``pack(params)`` concatenates the raveled leaves of each group (their dtype, and their
-label when ``labels`` is given) into one buffer (or, with ``max_buffer_size``, into
-buffers of at most that many elements) and returns a :class:`Packed`: a pytree
+label when ``labels`` is given) into one buffer (or, with ``max_buffer_size`` or
+``max_buffer_leaves``, into buffers of at most that many elements or leaves) and returns a :class:`Packed`: a pytree
 whose only array leaves are those buffers, with the layout (tree structure, each leaf's
 group, offset and shape, the groups' keys) as static metadata. ``unpack(packed)`` gives
 the original tree back, each leaf a reshaped piece of its buffer.
@@ -57,7 +57,7 @@ class Layout:
     treedef: the structure of the original params tree.
     groups: one ``(dtype name, label)`` per buffer, in buffer order (label ``None``
       when ``pack`` was given no labels); a group split by ``pack(...,
-      max_buffer_size=)`` appears once per buffer.
+      max_buffer_size=)`` or ``max_buffer_leaves=`` appears once per buffer.
     slots: one :class:`Slot` per leaf, in the tree's leaf order.
     multiple_of: each buffer's length is its leaves' total size rounded up to a
       multiple of this, the rest zeros (1: no padding).
@@ -176,7 +176,7 @@ class Packed:
   def keys(self) -> list[str]:
     """The buffers' names: the dtype, ``dtype/label`` when packed with labels, and
     ``#0``, ``#1``, ... after it for the buffers of a group split by
-    ``max_buffer_size``."""
+    ``max_buffer_size`` or ``max_buffer_leaves``."""
     return [self.layout.group_name(g) for g in range(len(self.layout.groups))]
 
   def __getitem__(self, name: str) -> Any:
@@ -246,11 +246,12 @@ def _leaf_labels(labels: Any, params: PyTree, treedef: Any) -> list[Hashable]:
 
 
 def layout_of(params: PyTree, labels: Any = None, none_leaves: bool = False,
-              multiple_of: int = 1, max_buffer_size: int | None = None) -> Layout:
+              multiple_of: int = 1, max_buffer_size: int | None = None,
+              max_buffer_leaves: int | None = None) -> Layout:
   """The :class:`Layout` that :func:`pack` gives ``params`` (no arrays are touched).
   With ``none_leaves``, None entries are empty subtrees (as in ``jax.tree``), not errors;
-  ``multiple_of`` (1: no padding) and ``max_buffer_size`` (None: one buffer per group)
-  are :func:`pack`'s."""
+  ``multiple_of`` (1: no padding), ``max_buffer_size`` and ``max_buffer_leaves`` (None:
+  no limit) are :func:`pack`'s."""
   with_path, treedef = jax.tree_util.tree_flatten_with_path(
       params, is_leaf=None if none_leaves else (lambda x: x is None))
   paths = [jax.tree_util.keystr(path) for path, _ in with_path]
@@ -260,18 +261,23 @@ def layout_of(params: PyTree, labels: Any = None, none_leaves: bool = False,
   open_buffer: dict[tuple[str, Hashable], int] = {}  # each group's buffer being filled
   keys: list[tuple[str, Hashable]] = []
   sizes: list[int] = []
+  counts: list[int] = []  # leaves per buffer
   slots = []
   for path, (_, leaf), dtype, label in zip(paths, with_path, dtypes, leaf_labels):
     shape = tuple(int(d) for d in np.shape(leaf))
     size = int(np.prod(shape, dtype=np.int64))
     group = open_buffer.get((dtype, label))
     if group is None or (max_buffer_size is not None and sizes[group] > 0
-                         and sizes[group] + size > max_buffer_size):
+                         and sizes[group] + size > max_buffer_size) or (
+                             max_buffer_leaves is not None
+                             and counts[group] >= max_buffer_leaves):
       group = open_buffer[dtype, label] = len(keys)
       keys.append((dtype, label))
       sizes.append(0)
+      counts.append(0)
     slots.append(Slot(path, group, sizes[group], shape))
     sizes[group] += size
+    counts[group] += 1
   return _interned(Layout(treedef, tuple(keys), tuple(slots), multiple_of))
 
 
@@ -303,7 +309,8 @@ def repack(tree: PyTree, layout: Layout, owner: str = "pack") -> Packed:
 
 
 def pack(params: PyTree, labels: Any = None, *, multiple_of: int | None = None,
-         max_buffer_size: int | None = None) -> Packed:
+         max_buffer_size: int | None = None,
+         max_buffer_leaves: int | None = None) -> Packed:
   """Lays ``params`` out as one contiguous 1-D buffer per group.
 
   A group is the leaves of one dtype, and of one label when ``labels`` is given; buffers
@@ -313,11 +320,14 @@ def pack(params: PyTree, labels: Any = None, *, multiple_of: int | None = None,
   With ``max_buffer_size=n`` a group whose leaves hold more than ``n`` elements is laid
   out as several buffers instead, each a run of consecutive leaves holding at most
   ``n`` elements (a larger leaf gets a buffer of its own); the buffers of a split group
-  are named ``float32#0``, ``float32#1``, ... The numbers are the same either way. On
-  CPU this can make a train step faster: XLA:CPU fuses the gradient's concatenation into
-  the kernels that compute its pieces only when a buffer has few leaves (at most 8 in
-  the versions measured), otherwise the concatenation is a pass of its own over the
-  buffer; ``benchmarks/train_step.py`` times ``max_buffer_size=16384`` against one
+  are named ``float32#0``, ``float32#1``, ... With ``max_buffer_leaves=k`` each buffer
+  is a run of at most ``k`` consecutive leaves; with both, a buffer ends at whichever
+  limit comes first. The numbers are the same either way. On CPU this can make a train
+  step faster: XLA:CPU fuses the gradient's concatenation into the kernels that compute
+  its pieces only when a buffer has few leaves (at most 8 in the versions measured),
+  otherwise the concatenation is a pass of its own over the buffer, so
+  ``max_buffer_leaves=8`` keeps every concatenation fused with the fewest buffers;
+  ``benchmarks/train_step.py`` times it and ``max_buffer_size=16384`` against one
   buffer, and its README has the figures.
 
   With ``multiple_of=n`` each buffer ends in zeros up to the next multiple of ``n``, so
@@ -339,20 +349,24 @@ def pack(params: PyTree, labels: Any = None, *, multiple_of: int | None = None,
       ``partition``/``masked`` whose labels or mask follow these groups act per buffer.
     multiple_of: None (no padding) or an integer >= 1: every buffer's length is made a
       multiple of it (the data axis's size, for ZeRO-1).
-    max_buffer_size: None (one buffer per group) or an integer >= 1: the most elements
-      a buffer holds, unless one leaf alone holds more.
+    max_buffer_size: None (no limit) or an integer >= 1: the most elements a buffer
+      holds, unless one leaf alone holds more.
+    max_buffer_leaves: None (no limit) or an integer >= 1: the most leaves a buffer
+      holds.
 
   Returns:
     A :class:`Packed`; :func:`unpack` gives ``params`` back.
 
   Raises:
     TypeError: a leaf is None, not an array, or not floating-point (its path is named);
-      ``multiple_of`` or ``max_buffer_size`` is not an integer.
+      ``multiple_of``, ``max_buffer_size`` or ``max_buffer_leaves`` is not an integer.
     ValueError: a leaf is split over mesh axes (packing would gather it; the message
-      says what to do instead), or ``multiple_of`` or ``max_buffer_size`` is below 1.
+      says what to do instead), or ``multiple_of``, ``max_buffer_size`` or
+      ``max_buffer_leaves`` is below 1.
   """
   from gradtx._src import sharding  # pylint: disable=g-import-not-at-top  (a cycle)
-  for name, value in (("multiple_of", multiple_of), ("max_buffer_size", max_buffer_size)):
+  for name, value in (("multiple_of", multiple_of), ("max_buffer_size", max_buffer_size),
+                      ("max_buffer_leaves", max_buffer_leaves)):
     if value is None:
       continue
     allowed = f"pack: {name} must be an integer >= 1 or None"
@@ -364,7 +378,8 @@ def pack(params: PyTree, labels: Any = None, *, multiple_of: int | None = None,
   sharding.check_packable(params)
   return repack(params, layout_of(
       params, labels, multiple_of=int(multiple_of or 1),
-      max_buffer_size=None if max_buffer_size is None else int(max_buffer_size)))
+      max_buffer_size=None if max_buffer_size is None else int(max_buffer_size),
+      max_buffer_leaves=None if max_buffer_leaves is None else int(max_buffer_leaves)))
 
 
 def unpack(packed: Packed) -> PyTree:
