@@ -133,9 +133,9 @@ class JaxTrainStep:
   """A donated, jitted train step: value_and_grad, ``tx.update``, ``apply_updates``.
 
   With ``unpack`` (``gtx.unpack``, or another way to read packed params) the params are
-  ``gtx.pack``ed (with ``max_buffer_size``, ``max_buffer_leaves``) and the loss is written on
-  ``unpack(packed)``. ``warm`` runs one step after compiling, so that timings start
-  from a run step."""
+  ``gtx.pack``ed (with ``max_buffer_size``, ``max_buffer_leaves``) and the loss is
+  written on ``unpack(packed)``. ``warm`` runs one step after compiling, so that
+  timings start from a run step."""
 
   def __init__(self, tx, apply_updates, params, batch, loss, unpack=None, warm=True,
                max_buffer_size=None, max_buffer_leaves=None):

@@ -228,16 +228,14 @@ def test_training_on_split_buffers_equals_plain_training_in_float64(name, loss_o
     assert_trees_close(packed, plain, F64, name)
 
 
-def test_training_on_buffers_of_two_leaves_equals_plain_training_in_float64(
-    loss_on_packed):
+def test_training_on_buffers_of_two_leaves_equals_plain_training_in_float64():
   """``max_buffer_leaves=2`` on a four-leaf tree: two buffers, each of two leaves of
   different shapes, under a chain with a global norm and per-leaf views (LAMB's trust
   ratios)."""
   with jax.enable_x64(True):
     params = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray(0.5),
               "c": jnp.arange(4.0) / 4 - 0.3, "d": jnp.ones((2, 2)) * 0.7}
-    factory = lambda: gtx.chain(gtx.clip_by_global_norm(0.5), gtx.lamb(0.1))  # noqa: E731
-    tx = factory()
+    tx = gtx.chain(gtx.clip_by_global_norm(0.5), gtx.lamb(0.1))
     plain = jax.jit(lambda p: _scan(tx, p, 10, False, None)[0])(params)
     packed = jax.jit(lambda p: _scan(tx, p, 10, True, None, max_buffer_leaves=2)[0])(params)
     assert len(gtx.pack(params, max_buffer_leaves=2).buffers) == 2

@@ -2,9 +2,10 @@
 
 ``pack(params)`` concatenates the raveled leaves of each group (their dtype, and their
 label when ``labels`` is given) into one buffer (or, with ``max_buffer_size`` or
-``max_buffer_leaves``, into buffers of at most that many elements or leaves) and returns a :class:`Packed`: a pytree
-whose only array leaves are those buffers, with the layout (tree structure, each leaf's
-group, offset and shape, the groups' keys) as static metadata. ``unpack(packed)`` gives
+``max_buffer_leaves``, into buffers of at most that many elements or leaves) and
+returns a :class:`Packed`: a pytree whose only array leaves are those buffers, with the
+layout (tree structure, each leaf's group, offset and shape, the groups' keys) as static
+metadata. ``unpack(packed)`` gives
 the original tree back, each leaf a reshaped piece of its buffer.
 
 A model written on ``unpack(packed)`` is differentiated with respect to the ``Packed``:
@@ -325,10 +326,10 @@ def pack(params: PyTree, labels: Any = None, *, multiple_of: int | None = None,
   limit comes first. The numbers are the same either way. On CPU this can make a train
   step faster: XLA:CPU fuses the gradient's concatenation into the kernels that compute
   its pieces only when a buffer has few leaves (at most 8 in the versions measured),
-  otherwise the concatenation is a pass of its own over the buffer, so
-  ``max_buffer_leaves=8`` keeps every concatenation fused with the fewest buffers;
-  ``benchmarks/train_step.py`` times it and ``max_buffer_size=16384`` against one
-  buffer, and its README has the figures.
+  otherwise the concatenation is a pass of its own over the buffer.
+  ``max_buffer_leaves=8`` gives the fewest buffers whose concatenations XLA:CPU fused on
+  the synthetic trees measured (not on every model); ``benchmarks/train_step.py`` times
+  it and ``max_buffer_size=16384`` against one buffer, and its README has the figures.
 
   With ``multiple_of=n`` each buffer ends in zeros up to the next multiple of ``n``, so
   that its optimizer state can be split evenly over a mesh axis of size ``n`` (ZeRO-1
