@@ -49,6 +49,7 @@ class Result(NamedTuple):
   state: Any  # gradtx's final state
   oracle_state: Any  # Optax's
   path: list  # gradtx's params after each step
+  params: Any  # the params both started from
 
 
 def compare(make, dtype, steps=STEPS, params=None, extra_args=False, init_state=True):
@@ -64,4 +65,4 @@ def compare(make, dtype, steps=STEPS, params=None, extra_args=False, init_state=
         ours, theirs, params, steps, extra_args=extra_args, return_state=True)
     assert_trajectories_close(path, oracle, dtype)
     assert_states_close(state, oracle_state, dtype)
-    return Result(state, oracle_state, path)
+    return Result(state, oracle_state, path, params)
