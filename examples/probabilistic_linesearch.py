@@ -16,6 +16,14 @@ batches, and prints the final training loss (on the whole training set) of each:
 
     python examples/probabilistic_linesearch.py
     python examples/probabilistic_linesearch.py --problems mlp --seeds 3 --steps 300
+    python examples/probabilistic_linesearch.py --oracles   # ~6 minutes on 2 cores
+
+``--oracles`` also trains along the same mini-batch gradients with step sizes that
+*oracles* choose from the exact loss of the whole training set along each line (which
+the line search only estimates from mini-batches): the line's minimum, the largest step
+meeting the strong Wolfe conditions with the line search's constants, and the largest
+meeting sufficient decrease alone. They show what choosing steps by these rules costs
+against a tuned learning rate over a short run, with no noise at all.
 
 Needs scikit-learn.
 """
@@ -23,6 +31,7 @@ Needs scikit-learn.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import jax
@@ -38,6 +47,17 @@ except ImportError as error:  # pragma: no cover - depends on the environment
                    "scikit-learn") from error
 
 LEARNING_RATES = np.logspace(-3, 1, 10)
+# --oracles: the step sizes the oracles choose from: 0, or first 10 a decade from 1e-3 to
+# 30, then 16 more between the one chosen and the next (1.4% apart; around a minimum,
+# between its neighbours, 2.7%).
+ORACLE_STEPS = np.logspace(-3, 1.5, 46)
+ORACLE_REFINE = 16
+# How each oracle picks a step along the mini-batch gradient from the exact line of the
+# whole training set's loss: the lowest point, or the largest step meeting the strong
+# Wolfe conditions with the line search's constants (c1, c2), or sufficient decrease alone.
+ORACLES = {"line minimum": None,
+           "largest strong-Wolfe step": (0.05, 0.5),
+           "largest sufficient-decrease step": (0.05, None)}
 
 
 def init_params(problem: str, key: jax.Array) -> dict:
@@ -108,12 +128,60 @@ def train_probls(params, batches, data):
   return run(params)
 
 
+@functools.partial(jax.jit, static_argnames="rule")
+def train_oracle(params, batches, data, rule):
+  """Final training loss, and the step sizes taken, when every step goes along the same
+  mini-batch gradient as SGD but as far as ``rule`` (a key of ``ORACLES``) picks from the
+  exact loss of the whole training set along that line: what a line search with perfect
+  knowledge of the loss it estimates would do, and the steps such rules can take at most."""
+  x, y = data
+  coarse = jnp.asarray(ORACLE_STEPS, jnp.float32)
+  constants = ORACLES[rule]
+
+  def step(p, batch):
+    grads = jax.grad(mean_loss)(p, x[batch], y[batch])
+    along = lambda t: jax.tree.map(lambda w, g: w - t * g, p, grads)  # noqa: E731
+    line = lambda t: mean_loss(along(t), x, y)  # noqa: E731
+    value0, slope0 = jax.value_and_grad(line)(jnp.zeros([], jnp.float32))
+
+    def choose(ts):
+      """The index of the step the rule takes among ``ts`` (-1: none of them)."""
+      if constants is None:  # the lowest, if lower than at 0
+        values = jax.vmap(line)(ts)
+        values = jnp.where(jnp.isnan(values), jnp.inf, values)
+        return jnp.where(jnp.min(values) < value0, jnp.argmin(values), -1)
+      c1, c2 = constants
+      if c2 is None:
+        values = jax.vmap(line)(ts)
+        ok = values <= value0 + c1 * ts * slope0
+      else:
+        values, slopes = jax.vmap(jax.value_and_grad(line))(ts)
+        ok = (values <= value0 + c1 * ts * slope0) & (jnp.abs(slopes) <= c2 * jnp.abs(slope0))
+      return jnp.max(jnp.where(ok, jnp.arange(ts.shape[0]), -1))
+
+    k = choose(coarse)
+    # Then finer between the chosen step's neighbours (a minimum) or it and the next.
+    low = coarse[jnp.maximum(k - (constants is None), 0)]
+    high = coarse[jnp.minimum(k + 1, coarse.shape[0] - 1)] * jnp.where(
+        k + 1 >= coarse.shape[0], coarse[1] / coarse[0], 1.0)
+    fine = jnp.exp(jnp.linspace(jnp.log(low), jnp.log(high), ORACLE_REFINE + 2))
+    j = choose(fine)
+    t = jnp.where((k < 0) | (j < 0), 0.0, fine[j])
+    return along(t), t
+
+  final, steps = jax.lax.scan(step, params, batches)
+  return mean_loss(final, x, y), steps
+
+
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--problems", default="logistic,mlp")
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--oracles", action="store_true",
+                      help="also train with step sizes chosen on the exact loss of the "
+                      "whole training set along the same mini-batch gradients")
   args = parser.parse_args(argv)
 
   digits = load_digits()
@@ -138,6 +206,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{LEARNING_RATES[best]:.3g}; ratio {ratio:.2f}")
       print("          SGD by lr: " + ", ".join(
           f"{lr:.2g}: {loss:.3f}" for lr, loss in zip(LEARNING_RATES, sgd)))
+      if args.oracles:
+        oracles = {rule: train_oracle(params, batches, data, rule) for rule in ORACLES}
+        results[problem, seed]["oracles"] = {
+            rule: float(loss) for rule, (loss, _) in oracles.items()}
+        print("          exact line (whole training set): " + ", ".join(
+            f"{rule} {float(loss):.4f} ({float(loss) / sgd[best]:.2f}x, median step "
+            f"{float(jnp.median(steps)):.2g})" for rule, (loss, steps) in oracles.items()))
   print(f"{args.steps} mini-batch steps of {args.batch_size}; "
         f"{time.perf_counter() - start:.0f} s")
   return results

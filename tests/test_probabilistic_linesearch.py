@@ -341,3 +341,38 @@ def test_example_runs_at_tiny_settings(capsys):
   (result,) = results.values()
   assert np.isfinite(result["probls"]) and len(result["sgd"]) == 10
   assert "line search" in capsys.readouterr().out
+
+
+def test_example_oracles_take_the_steps_their_rules_pick():
+  """The example's --oracles, one step from the logistic problem's zero params: each
+  rule's step checked on a finer grid of the exact loss along the line."""
+  example = load_script("examples/probabilistic_linesearch.py")
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((64, 64)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, 10, 64))
+  params = example.init_params("logistic", jax.random.key(0))
+  grads = jax.grad(example.mean_loss)(params, x[:16], y[:16])
+  line = jax.jit(lambda t: example.mean_loss(
+      jax.tree.map(lambda w, g: w - t * g, params, grads), x, y))
+  value0, slope0 = jax.value_and_grad(line)(0.0)
+  ts = np.exp(np.linspace(np.log(1e-3), np.log(30.0), 1500))  # 0.7% apart
+  values, slopes = (np.asarray(a) for a in jax.vmap(jax.value_and_grad(line))(ts))
+  taken = {}
+  for rule in example.ORACLES:
+    final, steps = example.train_oracle(params, jnp.arange(16)[None], (x, y), rule)
+    (t,) = np.asarray(steps)
+    np.testing.assert_allclose(final, line(t), rtol=1e-6)
+    taken[rule] = t
+  # The line minimum: its value within 1e-4 of the finer grid's lowest.
+  assert value0 > line(taken["line minimum"]) > values.min() - 1e-4 > 0
+  assert line(taken["line minimum"]) < values.min() + 1e-4
+  for rule in ("largest strong-Wolfe step", "largest sufficient-decrease step"):
+    c1, c2 = example.ORACLES[rule]
+    meets = lambda v, s, t: (v <= value0 + c1 * t * slope0) & (  # noqa: E731, B023
+        True if c2 is None else np.abs(s) <= c2 * abs(slope0))
+    t = taken[rule]
+    assert meets(line(t), jax.grad(line)(t), t), rule
+    # The largest: no step more than 1.5% further meets the rule on the finer grid.
+    assert not np.any(meets(values, slopes, ts) & (ts > 1.015 * t)), rule
+  assert (taken["largest sufficient-decrease step"] > taken["largest strong-Wolfe step"]
+          > taken["line minimum"] > 0)

@@ -223,6 +223,11 @@ def probabilistic_linesearch(
   from the same params. So the state stays finite and the params only ever move to
   points whose loss and gradient were finite, or along a line from one.
 
+  Like any line search it takes steps that the loss along the current line allows,
+  which over a short run can be smaller than a tuned learning rate's: SGD's best rate
+  takes steps that the Wolfe conditions reject even on the exact loss
+  (``examples/probabilistic_linesearch.py --oracles`` measures this on two problems).
+
   Args:
     initial_step_size: how far (2-norm) the first trial moves the params, > 0.
     slope_rtol: the sufficient decrease constant ``c1``, in (0, 1); 0.05 as the authors.
