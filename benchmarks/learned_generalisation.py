@@ -14,8 +14,7 @@ quadratics from ``N(0, 0.01^2)``, a 20-unit MLP on minibatches of 128) are not a
 meta-training mixture's (``python -m gradtx.learned --optimizer hierarchical``). The
 "untrained" column is the same network at its initialisation
 (``init_hierarchical_meta_params``, learning rate 0.1, as meta-training starts), an
-Adam-like rule, to show what meta-training added; the shipped weights currently equal it
-(meta-training's selection on validation problems kept its starting point). The robustness rows run the optimizer
+Adam-like rule, to show what meta-training added. The robustness rows run the optimizer
 on 10-D quadratics whose loss is multiplied by 0, 1e-30 and 1e30 (float32), and report
 the unscaled loss after the steps.
 """

@@ -16,8 +16,11 @@ the derivative of each gradient ``grad f(theta_t)`` with respect to ``phi``
 follows the exact meta-gradient instead. Exact is not better here: on the quadratics,
 2,000 meta-steps with the exact meta-gradient left the held-out loss after 100 steps at
 1.7, against 0.11 with the paper's approximation (gradients through 20 steps of a
-chaotic recurrence have a large variance). :func:`meta_loss` is exact by default, so
-that its gradient is its derivative.
+chaotic recurrence have a large variance). For the hierarchical optimizer it is the
+other way round: the first-order meta-gradient made it worse at every meta learning rate
+tried, and its shipped weights were trained with the exact one
+(``python -m gradtx.learned --optimizer hierarchical``). :func:`meta_loss` is exact by
+default, so that its gradient is its derivative.
 
 The same loop trains the hierarchical RNN optimizer of Wichrowska et al. 2017
 (``optimizer="hierarchical"``), whose paper's meta-loss is the mean *log* loss over the

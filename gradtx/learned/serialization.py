@@ -61,11 +61,10 @@ def pretrained(name: str) -> MetaParams:
   with ``p = 10`` and ``output_scale = 0.1`` (the defaults) by ``python -m gradtx.learned
   --out gradtx/learned/pretrained``. Use ``hierarchical_optimizer(pretrained(
   "hierarchical"))`` for the hierarchical RNN's, made by ``python -m gradtx.learned
-  --optimizer hierarchical --out gradtx/learned/pretrained``: meta-training on a mixture
-  of small problems, selected on validation problems, kept the initial point (no
-  meta-step scored better), so these are the untrained Adam-like weights
-  ``init_hierarchical_meta_params(key, learning_rate=0.1)``. :func:`pretrained_config`
-  returns the settings.
+  --optimizer hierarchical --out gradtx/learned/pretrained``: 20 meta-steps (the best
+  checkpoint on validation problems) from the Adam-like ``init_hierarchical_meta_params(
+  key, learning_rate=0.1)`` on a mixture of small problems, with the exact
+  meta-gradient. :func:`pretrained_config` returns the settings.
   """
   with pretrained_path(name).open("rb") as file:
     return load_meta_params(file)[0]
