@@ -42,7 +42,7 @@ SETTINGS = {
         # Model selection: every 20 meta-steps (and before the first) the full 200-step
         # loss on 16 validation problems of the goals' families, from their own stream
         # (not the benchmark's); the best is kept, the start included. In this run it is
-        # the one after 20 meta-steps (3e-4 made later checkpoints far worse).
+        # the one after 20 meta-steps (at 3e-4, checkpoints after 20 were far worse).
         validation=["quadratic", "mlp"], validate_every=20, validation_problems=16,
         validation_steps=200),
 }
