@@ -21,6 +21,7 @@ from gradtx.learned import (HierarchicalOptimizerState, evaluate, hierarchical_o
                             init_hierarchical_meta_params, load_meta_params, meta_loss,
                             meta_train, pretrained, pretrained_config, quadratic,
                             save_meta_params)
+from gradtx.learned.meta_train import INIT_STREAM, problem_key
 
 DECAYS = np.array([0.5, 0.9, 0.99, 0.999, 0.9999])
 BETA_V, EPS = 0.999, 1e-8
@@ -393,7 +394,6 @@ def test_pretrained_hierarchical_improves_on_its_starting_point_on_held_out_prob
   """The shipped weights are meta-trained: on 100 held-out 10-D quadratics (the
   benchmark's evaluation problems) their mean loss after 200 steps is below that of the
   Adam-like initialisation meta-training started from."""
-  from gradtx.learned.meta_train import INIT_STREAM, problem_key
   start = init_hierarchical_meta_params(problem_key(0, INIT_STREAM), learning_rate=0.1)
   shipped = pretrained("hierarchical")
   assert any(not np.array_equal(shipped[name], start[name]) for name in start)

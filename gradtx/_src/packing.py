@@ -5,8 +5,8 @@ label when ``labels`` is given) into one buffer (or, with ``max_buffer_size`` or
 ``max_buffer_leaves``, into buffers of at most that many elements or leaves) and
 returns a :class:`Packed`: a pytree whose only array leaves are those buffers, with the
 layout (tree structure, each leaf's group, offset and shape, the groups' keys) as static
-metadata. ``unpack(packed)`` gives
-the original tree back, each leaf a reshaped piece of its buffer.
+metadata. ``unpack(packed)`` gives the original tree back, each leaf a reshaped piece
+of its buffer.
 
 A model written on ``unpack(packed)`` is differentiated with respect to the ``Packed``:
 the pieces are cut with one ``lax.split`` per buffer, whose transpose is one
